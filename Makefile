@@ -1,0 +1,35 @@
+# The two commands a new engineer needs are `make demo` and `make test`;
+# both run the idempotent set-up first.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint typecheck bench lab-up lab-down clean
+
+setup:
+	sh scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/energyhubd lab check
+
+test: setup
+	sh scripts/test.sh
+
+lint: setup
+	$(VENV)/bin/ruff check daemon tests bench
+	$(VENV)/bin/ruff format --check daemon tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy daemon
+
+bench: setup
+	$(PY) bench/run.py
+
+lab-up: setup
+	$(VENV)/bin/energyhubd lab up
+
+lab-down: setup
+	$(VENV)/bin/energyhubd lab down
+
+clean:
+	-$(VENV)/bin/energyhubd lab down
+	rm -rf $(VENV) .venv-feed .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,51 @@
+#!/bin/sh
+# Idempotent set-up for a fresh Debian 12 machine (run as root):
+# system packages the lab and the tests drive for real, then the
+# virtual environments (.venv with the newest libraries, .venv-feed with the
+# OpenWrt feed versions pyroute2 0.7.9 and paho-mqtt 1.6.1).
+set -eu
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES="nftables python3-nftables dnsmasq-base busybox udhcpc iproute2 \
+python3 python3-venv mosquitto openssl procps psmisc"
+
+missing=""
+for pkg in $APT_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing Debian packages:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# mosquitto's Debian service is not ours to run; the tests start their own brokers.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+
+# The official libnftables ctypes binding ships only as Debian's python3-nftables;
+# copy it into each venv so the venv does not need --system-site-packages.
+NFT_BINDING=/usr/lib/python3/dist-packages/nftables
+
+make_venv() {
+    venv=$1; shift
+    stamp="$venv/.setup-stamp"
+    want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $*"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return 0
+    fi
+    echo "setup: building $venv"
+    [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip >/dev/null
+    "$venv/bin/pip" install -q --disable-pip-version-check -e ".[test]" "$@"
+    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    rm -rf "$site/nftables"
+    cp -r "$NFT_BINDING" "$site/nftables"
+    "$venv/bin/python" -c 'import nftables, pyroute2, paho.mqtt.client' 
+    echo "$want" > "$stamp"
+}
+
+make_venv .venv
+make_venv .venv-feed "pyroute2==0.7.9" "paho-mqtt==1.6.1"

@@ -1,0 +1,10 @@
+#!/bin/sh
+# The whole test suite: lint, type check, every test on the newest libraries,
+# then the tests marked `feed` again on the OpenWrt feed versions.
+set -eu
+cd "$(dirname "$0")/.."
+.venv/bin/ruff check daemon tests bench
+.venv/bin/ruff format --check daemon tests bench
+.venv/bin/mypy daemon
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv-feed/bin/python -m pytest -q -p no:cacheprovider -m feed "$@"
