@@ -1,0 +1,167 @@
+"""``energyhubd``: the daemon and its admin verbs.
+
+Exit status: 0 success, 1 a runtime failure (kernel refused, daemon unreachable), 2 a bad
+configuration or bad arguments (nothing was applied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from energyhubd import __version__, logsetup, paths
+from energyhubd.config.errors import ConfigError
+from energyhubd.config.load import load_file, parse_document
+from energyhubd.config.model import Config
+
+log = logging.getLogger("energyhubd")
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+
+
+def _load(path: str | None) -> Config:
+    path = path or paths.default_config_path()
+    if path is None:
+        return parse_document({}, "built-in defaults")
+    return load_file(path)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from energyhubd.policy import nft
+
+    config = _load(args.config)
+    print(json.dumps(nft.compile_ruleset(config), indent=2))
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from energyhubd.policy import nft
+
+    config = _load(args.config)
+    lan, dhcp = config.lan, config.lan.dhcp
+    wan = config.wan
+    print(f"configuration OK: version {config.version}, device {config.device_id}, "
+          f"platform {config.platform}")
+    wan_text = f"{wan.device} by DHCP" if wan.proto == "dhcp" else (
+        f"{wan.device} static {wan.address} via {wan.gateway}")
+    print(f"  WAN      {wan_text}")
+    print(f"  LAN      {lan.device} {lan.address}, DHCP {dhcp.start}-{dhcp.end}, "
+          f"lease {dhcp.lease_seconds // 3600}h{(dhcp.lease_seconds % 3600) // 60:02d}m")
+    for r in dhcp.reservations:
+        print(f"  reserve  {r.name} {r.ip} ({r.mac or 'by host name ' + r.name})")
+    targets = nft.resolve_targets(config)
+    for f in config.forwards:
+        src = "any source" if f.allow_any_source else ", ".join(str(n) for n in f.allow_from)
+        where = targets.get(f.name)
+        print(f"  forward  {f.name} {f.proto}/{f.port} -> {f.target}"
+              f"{' (' + str(where) + ')' if where else ' (follows the device)'}:{f.target_port}"
+              f" from {src}")
+    if not config.forwards:
+        print("  inbound  closed: no port forwards")
+    print(f"  egress   {config.egress_mode}; NAT masquerade {lan.address.network} -> {wan.device}")
+    print(f"  ruleset  digest {nft.digest(nft.compile_ruleset(config))}")
+    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from energyhubd.kernel.netlink import Netlink
+    from energyhubd.kernel.nftables_exec import NftError, NftExecutor
+    from energyhubd.policy.apply import apply_policy
+
+    config = _load(args.config)
+    try:
+        outcome = apply_policy(config, NftExecutor(), Netlink())
+    except NftError as exc:
+        print(f"energyhubd: nftables refused the policy, nothing changed: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    state = "applied" if outcome.changed else "unchanged (kernel already matches)"
+    print(f"policy {state}: digest {outcome.digest}, {outcome.seconds * 1000:.1f} ms")
+    return EXIT_OK
+
+
+def cmd_flush(_args: argparse.Namespace) -> int:
+    from energyhubd.kernel.nftables_exec import NftExecutor
+
+    NftExecutor().delete()
+    print("table inet energyhub removed")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from energyhubd.kernel.nftables_exec import NftError
+    from energyhubd.service import Daemon
+
+    config_path = args.config or paths.default_config_path()
+    daemon = Daemon(config_path, pid_file=args.pid_file, resolv_file=args.resolv_file)
+    try:
+        daemon.start()
+    except NftError as exc:
+        log.error("nftables refused the policy: %s", exc)
+        daemon.shutdown()
+        return EXIT_FAIL
+    except ConfigError:
+        daemon.shutdown()
+        raise
+    daemon.run()
+    return EXIT_OK
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from energyhubd.lab import cli as lab_cli
+
+    return lab_cli.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="energyhubd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"energyhubd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", help="configuration file (JSON or UCI); default: "
+                       f"{paths.OPENWRT_CONFIG} on OpenWrt, {paths.LINUX_CONFIG} elsewhere")
+        return p
+
+    with_config(sub.add_parser("plan", help="print the nftables JSON that would be applied")
+                ).set_defaults(func=cmd_plan)
+    with_config(sub.add_parser("check", help="validate and summarise the configuration")
+                ).set_defaults(func=cmd_check)
+    with_config(sub.add_parser("apply", help="apply the policy once in this network namespace")
+                ).set_defaults(func=cmd_apply)
+    sub.add_parser("flush", help="remove energyhubd's nftables table").set_defaults(func=cmd_flush)
+    run = with_config(sub.add_parser("run", help="run the daemon"))
+    run.add_argument("--pid-file", default=paths.PID_FILE)
+    run.add_argument("--resolv-file", default=None,
+                     help="upstream DNS servers written by the WAN DHCP client (linux)")
+    run.set_defaults(func=cmd_run)
+    lab = sub.add_parser("lab", help="a whole EnergyHub site in network namespaces")
+    from energyhubd.lab import cli as lab_cli
+
+    lab_cli.add_arguments(lab)
+    lab.set_defaults(func=cmd_lab)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logsetup.setup(args.verbose)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        print(f"energyhubd: configuration rejected, nothing applied:\n{exc.render()}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    except PermissionError as exc:
+        print(f"energyhubd: {exc} (this command needs root or CAP_NET_ADMIN)", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

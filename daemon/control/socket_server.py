@@ -1,0 +1,108 @@
+"""The local control socket: one JSON request per line, one JSON answer per line.
+
+Served on its own thread so a query never waits for the event loop. The socket is created
+mode 0600: only root (the administrator) may talk to the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from energyhubd.control.methods import MethodError, MethodTable
+
+log = logging.getLogger("energyhubd.control")
+
+MAX_REQUEST = 64 * 1024
+CLIENT_TIMEOUT = 5.0
+
+
+def handle_request(table: MethodTable, raw: bytes) -> dict[str, Any]:
+    """Decode, dispatch and wrap one request; every failure becomes ``{"ok": false}``."""
+    try:
+        request = json.loads(raw)
+    except ValueError as exc:
+        return {"ok": False, "error": f"request is not JSON: {exc}"}
+    if not isinstance(request, dict):
+        return {"ok": False, "error": "request must be a JSON object"}
+    method = request.get("method")
+    args = request.get("args", {})
+    if not isinstance(method, str):
+        return {"ok": False, "error": "request.method must be a string"}
+    if not isinstance(args, dict):
+        return {"ok": False, "error": "request.args must be an object"}
+    try:
+        return {"ok": True, "result": table.call(method, args)}
+    except MethodError as exc:
+        return {"ok": False, "error": str(exc)}
+    except Exception:
+        log.exception("control method %s failed", method)
+        return {"ok": False, "error": f"{method}: internal error (see the daemon log)"}
+
+
+class ControlServer:
+    def __init__(self, path: str, table: MethodTable) -> None:
+        self.path = path
+        self.table = table
+        self._stop = threading.Event()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            self._sock.bind(path)
+        finally:
+            os.umask(old)
+        self._sock.listen(8)
+        self._sock.settimeout(0.5)
+        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            with conn:
+                self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(CLIENT_TIMEOUT)
+        buf = b""
+        try:
+            while b"\n" not in buf and len(buf) <= MAX_REQUEST:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+            if len(buf) > MAX_REQUEST:
+                reply = {"ok": False, "error": f"request larger than {MAX_REQUEST} bytes"}
+            else:
+                reply = handle_request(self.table, buf.split(b"\n", 1)[0])
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError as exc:
+            log.debug("control client went away: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        self._thread.join(timeout=2)
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass

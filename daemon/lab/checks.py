@@ -1,0 +1,202 @@
+"""``energyhubd lab check``: prove the site's policy end to end with real traffic.
+
+Each check returns (passed, detail). The checks leave the site as they found it, so they can
+run in any order and again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from energyhubd.lab import netns
+from energyhubd.lab.site import (
+    CUSTOMER_SERVICE_PORT,
+    GUEST_IP,
+    MODBUS_PORT,
+    ROUTER_PORTS,
+    SCADA_IP,
+    Site,
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+
+
+Check = Callable[[Site], tuple[bool, str]]
+
+
+def wan_address(site: Site) -> str:
+    addr = site.address_of(site.router, "wan")
+    if addr is None:
+        raise AssertionError("router has no WAN address")
+    return addr
+
+
+def check_policy_applied(site: Site) -> tuple[bool, str]:
+    policy = site.status()["policy"]
+    return policy.get("state") == "applied", f"state {policy.get('state')}, digest " \
+        f"{policy.get('digest')}"
+
+
+def check_wan_dhcp(site: Site) -> tuple[bool, str]:
+    addr = wan_address(site)
+    wan = site.status()["wan"]
+    ok = addr.startswith("198.51.100.") and addr in " ".join(wan.get("addresses", []))
+    return ok, f"WAN {addr} from the customer DHCP server; status shows {wan.get('addresses')}"
+
+
+def check_display_reserved(site: Site) -> tuple[bool, str]:
+    addr = site.address_of(site.ns("display"), "eth0")
+    return addr == "192.168.254.200", f"display has {addr}"
+
+
+def check_units_pool(site: Site) -> tuple[bool, str]:
+    found = {}
+    for client in site.clients[1:]:
+        found[client.name] = site.address_of(site.ns(client.name), "eth0")
+    in_pool = all(a and 200 <= int(a.rsplit(".", 1)[1]) <= 244 for a in found.values())
+    return in_pool and len(set(found.values())) == len(found), \
+        ", ".join(f"{k} {v}" for k, v in found.items())
+
+
+def check_lease_time(site: Site) -> tuple[bool, str]:
+    now = time.time()
+    remaining = []
+    for line in site.lease_file.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].isdigit():
+            remaining.append(int(parts[0]) - now)
+    ok = bool(remaining) and all(86400 - 120 <= r <= 86400 + 5 for r in remaining)
+    hours = ", ".join(f"{r / 3600:.2f}h" for r in remaining)
+    return ok, f"{len(remaining)} leases, remaining {hours}"
+
+
+def check_no_inbound(site: Site) -> tuple[bool, str]:
+    wan = wan_address(site)
+    answered = []
+    for role in ("scada", "guest"):
+        for port in ROUTER_PORTS:
+            if role == "scada" and port == MODBUS_PORT:
+                continue  # the Modbus forward: checked separately
+            ok, text = site.probe_connect(site.ns(role), wan, port, timeout=0.7)
+            if ok and text.startswith("router"):
+                answered.append(f"{role}->{port}")
+    ports = ",".join(map(str, ROUTER_PORTS))
+    if answered:
+        return False, f"router answered: {', '.join(answered)}"
+    return True, f"ports {ports} on {wan}: no answer from scada or guest (listeners running)"
+
+
+def check_masquerade(site: Site) -> tuple[bool, str]:
+    wan = wan_address(site)
+    ok, text = site.probe_connect(site.ns("unit2"), SCADA_IP, CUSTOMER_SERVICE_PORT)
+    seen = text.split()[-1] if ok and text else None
+    return ok and seen == wan, f"unit2 -> {SCADA_IP}:{CUSTOMER_SERVICE_PORT}: seen as {seen} " \
+        f"(router WAN {wan})"
+
+
+def check_forward_allowed(site: Site) -> tuple[bool, str]:
+    wan = wan_address(site)
+    ok, text = site.probe_connect(site.ns("scada"), wan, MODBUS_PORT)
+    return ok and text.startswith(f"unit1 {SCADA_IP}"), \
+        f"scada {SCADA_IP} -> {wan}:{MODBUS_PORT}: {text}"
+
+
+def check_forward_locked(site: Site) -> tuple[bool, str]:
+    wan = wan_address(site)
+    ok, text = site.probe_connect(site.ns("guest"), wan, MODBUS_PORT, timeout=1.0)
+    return not ok, f"guest {GUEST_IP} -> {wan}:{MODBUS_PORT}: {text}"
+
+
+def _table_handles(site: Site) -> list[int]:
+    out = netns.ns_run(site.router, ["nft", "-j", "-a", "list", "table", "inet", "energyhub"])
+    handles = []
+    for obj in json.loads(out)["nftables"]:
+        for kind in ("table", "chain", "rule"):
+            if kind in obj:
+                handles.append(int(obj[kind]["handle"]))
+    return handles
+
+
+def check_noop_apply(site: Site) -> tuple[bool, str]:
+    before = _table_handles(site)
+    result = site.energyhubd("apply", "--config", str(site.config_path))
+    after = _table_handles(site)
+    ok = result.returncode == 0 and "unchanged" in result.stdout and before == after
+    return ok, (result.stdout.strip() or result.stderr.strip()) + \
+        f"; handles {'unchanged' if before == after else 'CHANGED'}"
+
+
+def check_bad_config(site: Site) -> tuple[bool, str]:
+    before = netns.ns_run(site.router, ["nft", "list", "ruleset"])
+    bad = site.dir / "bad.json"
+    document = site.router_config()
+    document["forwards"][0].pop("allow_from")
+    bad.write_text(json.dumps(document))
+    result = site.energyhubd("apply", "--config", str(bad))
+    after = netns.ns_run(site.router, ["nft", "list", "ruleset"])
+    message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+    ok = (result.returncode == 2 and before == after
+          and "forwards[0].allow_from: required unless allow_any_source is true" in result.stderr)
+    return ok, f"exit {result.returncode}: {message}; ruleset {'unchanged' if before == after else 'CHANGED'}"
+
+
+def check_flush_restored(site: Site) -> tuple[bool, str]:
+    repairs_before = site.status()["policy"].get("drift_repairs", 0)
+    netns.ns_run(site.router, ["nft", "flush", "ruleset"])
+    flushed = time.monotonic()
+    restored_after = None
+    while time.monotonic() - flushed < 3:
+        out = netns.ns_run(site.router, ["nft", "list", "tables"], check=False)
+        if "inet energyhub" in out:
+            restored_after = time.monotonic() - flushed
+            break
+        time.sleep(0.02)
+    repairs = site.status()["policy"].get("drift_repairs", 0)
+    ok = restored_after is not None and restored_after < 1.0 and repairs == repairs_before + 1
+    when = f"{restored_after * 1000:.0f} ms" if restored_after is not None else "never"
+    return ok, f"table restored after {when}; drift repairs {repairs_before} -> {repairs}"
+
+
+CHECKS: list[tuple[str, Check]] = [
+    ("policy applied by energyhubd run", check_policy_applied),
+    ("router WAN address by DHCP", check_wan_dhcp),
+    ("display reserved at .200", check_display_reserved),
+    ("units get pool addresses", check_units_pool),
+    ("leases are 24 h", check_lease_time),
+    ("no router port answers from the WAN", check_no_inbound),
+    ("LAN reaches WAN, masqueraded", check_masquerade),
+    ("Modbus forward from allowed source", check_forward_allowed),
+    ("Modbus forward locked to its source", check_forward_locked),
+    ("second apply writes nothing", check_noop_apply),
+    ("bad config rejected, ruleset untouched", check_bad_config),
+    ("table restored after nft flush ruleset", check_flush_restored),
+]
+
+
+def run_checks(site: Site, checks: list[tuple[str, Check]] | None = None) -> list[CheckResult]:
+    results = []
+    for name, check in checks or CHECKS:
+        try:
+            passed, detail = check(site)
+        except Exception as exc:  # a check that crashes is a FAIL with its reason
+            passed, detail = False, f"{type(exc).__name__}: {exc}"
+        results.append(CheckResult(name, passed, detail))
+    return results
+
+
+def render(results: list[CheckResult]) -> str:
+    width = max(len(r.name) for r in results)
+    lines = [f"{'RESULT':6}  {'CHECK':{width}}  DETAIL"]
+    for r in results:
+        lines.append(f"{'PASS' if r.passed else 'FAIL':6}  {r.name:{width}}  {r.detail}")
+    passed = sum(r.passed for r in results)
+    lines.append(f"{passed} passed, {len(results) - passed} failed")
+    return "\n".join(lines)

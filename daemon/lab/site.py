@@ -1,0 +1,310 @@
+"""A whole EnergyHub site in network namespaces.
+
+::
+
+    customer network 198.51.100.0/24 (ns <p>-cust: bridge, DHCP+DNS server at .1)
+      |-- <p>-scada   198.51.100.20  the customer's Modbus client (allowed source)
+      |-- <p>-guest   198.51.100.21  another customer host (not allowed)
+      |-- <p>-router  WAN by DHCP; runs `energyhubd run` (which runs dnsmasq on br-lan)
+            |-- br-lan 192.168.254.1/24 -- lan1 --> <p>-sw (the unmanaged switch)
+                  |-- <p>-display  udhcpc, fixed MAC, reserved .200
+                  |-- <p>-unit1..3 udhcpc, fixed MACs (unit1 reserved .201, Modbus server)
+
+The lab plays netifd's part on the router (bridge, WAN DHCP client); everything else is
+energyhubd's. All state lives under /run/energyhubd-lab/<prefix>, so ``down`` can clean up
+after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from energyhubd.control.client import ControlError, call
+from energyhubd.lab import netns
+from energyhubd.lab.netns import LabError
+
+LAB_ROOT = Path("/run/energyhubd-lab")
+CUSTOMER_GW = "198.51.100.1"
+SCADA_IP = "198.51.100.20"
+GUEST_IP = "198.51.100.21"
+ROUTER_PORTS = (22, 80, 443, 502, 1883, 8883)
+CUSTOMER_SERVICE_PORT = 8080
+MODBUS_PORT = 502
+
+UDHCPC_SCRIPT = """#!/bin/sh
+# udhcpc hook for lab hosts: configure only this namespace's interface and routes.
+# It never writes /etc/resolv.conf (namespaces share the host's file system).
+case "$1" in
+  deconfig)
+    ip -4 addr flush dev "$interface"
+    ;;
+  bound|renew)
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    if [ -n "$router" ]; then
+      ip route replace default via "${router%% *}" dev "$interface"
+    fi
+    if [ -n "$LAB_RESOLV" ]; then
+      : > "$LAB_RESOLV.tmp"
+      for server in $dns; do echo "nameserver $server" >> "$LAB_RESOLV.tmp"; done
+      mv "$LAB_RESOLV.tmp" "$LAB_RESOLV"
+    fi
+    ;;
+esac
+exit 0
+"""
+
+
+@dataclass(frozen=True)
+class Client:
+    """A LAN device: the display or an EnergyHub unit (or a stranger)."""
+
+    name: str
+    mac: str
+    hostname: str
+
+
+@dataclass
+class Site:
+    prefix: str = "eh"
+    units: int = 3
+    python: str = field(default_factory=lambda: sys.executable)
+
+    def __post_init__(self) -> None:
+        self.dir = LAB_ROOT / self.prefix
+        self.clients = [Client("display", "02:eb:00:00:00:01", "display")]
+        for i in range(1, self.units + 1):
+            self.clients.append(Client(f"unit{i}", f"02:eb:00:00:01:{i:02x}", f"energyhub-unit{i}"))
+
+    # -- names --------------------------------------------------------------------------
+    def ns(self, role: str) -> str:
+        return f"{self.prefix}-{role}"
+
+    @property
+    def router(self) -> str:
+        return self.ns("router")
+
+    @property
+    def socket(self) -> str:
+        return str(self.dir / "energyhubd.sock")
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "router.json"
+
+    @property
+    def lease_file(self) -> Path:
+        return self.dir / "router-state" / "dnsmasq" / "dhcp.leases"
+
+    def namespaces(self) -> list[str]:
+        return [n for n in netns.list_namespaces() if n.startswith(f"{self.prefix}-")]
+
+    # -- configuration ------------------------------------------------------------------
+    def router_config(self) -> dict[str, Any]:
+        display = self.clients[0]
+        unit1 = self.clients[1]
+        return {
+            "schema": 1,
+            "version": 1,
+            "device_id": "eh-lab",
+            "platform": "linux",
+            "state_dir": str(self.dir / "router-state"),
+            "wan": {"device": "wan", "proto": "dhcp"},
+            "lan": {
+                "device": "br-lan",
+                "address": "192.168.254.1/24",
+                "dhcp": {
+                    "start": "192.168.254.200",
+                    "end": "192.168.254.244",
+                    "lease_time": "24h",
+                    "reservations": [
+                        {"name": "display", "mac": display.mac, "ip": "192.168.254.200"},
+                        {"name": "unit1", "mac": unit1.mac, "ip": "192.168.254.201"},
+                    ],
+                },
+            },
+            "forwards": [
+                {"name": "modbus", "proto": "tcp", "port": MODBUS_PORT, "target": "unit1",
+                 "allow_from": [SCADA_IP]},
+            ],
+            "dns": {"fallback": [CUSTOMER_GW]},
+            "control": {"socket": self.socket},
+        }
+
+    def write_config(self, document: dict[str, Any] | None = None) -> None:
+        text = json.dumps(document or self.router_config(), indent=2) + "\n"
+        self.config_path.write_text(text)
+
+    # -- life cycle ---------------------------------------------------------------------
+    def up(self, progress: Callable[[str], None] = lambda _m: None) -> None:
+        """Build the site and start everything; on failure, tear down what was built."""
+        if self.namespaces():
+            raise LabError(f"a lab with prefix {self.prefix!r} is already up "
+                           f"(run `energyhubd lab down --prefix {self.prefix}`)")
+        try:
+            self._build(progress)
+        except BaseException:
+            self.down()
+            raise
+
+    def _build(self, progress: Callable[[str], None]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        script = self.dir / "udhcpc.sh"
+        script.write_text(UDHCPC_SCRIPT)
+        script.chmod(0o755)
+        progress("namespaces and links")
+        for role in ("cust", "scada", "guest", "router", "sw",
+                     *(c.name for c in self.clients)):
+            netns.add_namespace(self.ns(role))
+        cust, router, sw = self.ns("cust"), self.router, self.ns("sw")
+        # Customer network.
+        netns.veth(cust, "to-router", router, "wan")
+        netns.veth(cust, "to-scada", self.ns("scada"), "eth0")
+        netns.veth(cust, "to-guest", self.ns("guest"), "eth0")
+        netns.bridge(cust, "br-cust", ["to-router", "to-scada", "to-guest"])
+        netns.ip(cust, "addr", "add", f"{CUSTOMER_GW}/24", "dev", "br-cust")
+        for role, addr in (("scada", SCADA_IP), ("guest", GUEST_IP)):
+            netns.ip(self.ns(role), "addr", "add", f"{addr}/24", "dev", "eth0")
+            netns.ip(self.ns(role), "route", "add", "default", "via", CUSTOMER_GW)
+        # The router's LAN side: br-lan with one port to the unmanaged switch.
+        netns.veth(router, "lan1", sw, "uplink")
+        netns.bridge(router, "br-lan", ["lan1"])
+        ports = ["uplink"]
+        for client in self.clients:
+            port = f"p-{client.name}"
+            netns.veth(sw, port, self.ns(client.name), "eth0", mac_b=client.mac)
+            ports.append(port)
+        netns.bridge(sw, "sw", ports)
+
+        progress("customer DHCP server")
+        self.spawn(cust, "cust-dnsmasq", [
+            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+            "--no-hosts", "--interface=br-cust", "--bind-interfaces", "--user=root",
+            "--group=root", "--dhcp-range=198.51.100.100,198.51.100.149,255.255.255.0,1h",
+            f"--dhcp-option=option:router,{CUSTOMER_GW}",
+            f"--dhcp-option=option:dns-server,{CUSTOMER_GW}",
+            f"--dhcp-leasefile={self.dir / 'cust.leases'}",
+            f"--pid-file={self.dir / 'cust-dnsmasq.pid'}", "--log-facility=-",
+            "--address=/customer.lab/198.51.100.1",
+        ])
+        progress("router WAN address by DHCP")
+        self.spawn(router, "router-udhcpc", self.udhcpc("wan", "energyhub-router"),
+                   env={"LAB_RESOLV": str(self.dir / "router-resolv.conf")})
+        self.wait_for(lambda: self.address_of(router, "wan") is not None, 15,
+                      "the router got no WAN address from the customer network")
+
+        progress("listeners")
+        self.spawn(router, "router-listeners", self.probe_serve("router", ROUTER_PORTS))
+        for role in ("scada", "guest"):
+            self.spawn(self.ns(role), f"{role}-listener",
+                       self.probe_serve(role, (CUSTOMER_SERVICE_PORT,)))
+        self.spawn(self.ns("unit1"), "unit1-listener", self.probe_serve("unit1", (MODBUS_PORT,)))
+
+        progress("energyhubd run")
+        self.write_config()
+        self.start_daemon()
+        progress("LAN clients by DHCP")
+        for client in self.clients:
+            self.spawn(self.ns(client.name), f"{client.name}-udhcpc",
+                       self.udhcpc("eth0", client.hostname))
+        for client in self.clients:
+            self.wait_for(lambda c=client: self.address_of(self.ns(c.name), "eth0") is not None,
+                          20, f"{client.name} got no DHCP lease from the router")
+
+    def start_daemon(self) -> None:
+        cmd = [self.python, "-m", "energyhubd.cli", "run", "--config", str(self.config_path),
+               "--pid-file", str(self.dir / "energyhubd.pid"),
+               "--resolv-file", str(self.dir / "router-resolv.conf")]
+        self.spawn(self.router, "energyhubd", cmd)
+        self.wait_for(self._daemon_ready, 15, "energyhubd did not report an applied policy "
+                      f"(see {self.dir / 'energyhubd.log'})")
+
+    def _daemon_ready(self) -> bool:
+        try:
+            status = call(self.socket, "status", timeout=2)
+        except ControlError:
+            return False
+        return bool(status.get("policy", {}).get("state") == "applied")
+
+    def daemon_pid(self) -> int | None:
+        try:
+            return int((self.dir / "energyhubd.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def down(self) -> None:
+        """Remove every namespace and process of this lab; safe to call at any time."""
+        pid = self.daemon_pid()
+        if pid:
+            try:
+                os.kill(pid, 15)
+            except ProcessLookupError:
+                pass
+        for ns in self.namespaces():
+            netns.delete_namespace(ns)
+        if self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- helpers ------------------------------------------------------------------------
+    def spawn(self, ns: str, name: str, cmd: list[str],
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115  (owned by the child)
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.Popen(netns.ns_cmd(ns, cmd), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=full_env)
+        log.close()
+        (self.dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+        return proc
+
+    def udhcpc(self, ifname: str, hostname: str) -> list[str]:
+        return ["udhcpc", "-f", "-i", ifname, "-s", str(self.dir / "udhcpc.sh"),
+                "-x", f"hostname:{hostname}", "-t", "20", "-T", "1", "-A", "1"]
+
+    def probe_serve(self, name: str, ports: tuple[int, ...]) -> list[str]:
+        cmd = [self.python, "-m", "energyhubd.lab.probe", "serve", "--name", name]
+        for port in ports:
+            cmd += ["--port", str(port)]
+        return cmd
+
+    def probe_connect(self, ns: str, host: str, port: int, timeout: float = 1.5
+                      ) -> tuple[bool, str]:
+        proc = subprocess.run(
+            netns.ns_cmd(ns, [self.python, "-m", "energyhubd.lab.probe", "connect", host,
+                              str(port), "--timeout", str(timeout)]),
+            capture_output=True, text=True, timeout=timeout + 15)
+        return proc.returncode == 0, proc.stdout.strip() or proc.stderr.strip()
+
+    def address_of(self, ns: str, ifname: str) -> str | None:
+        out = netns.ip(ns, "-4", "-o", "addr", "show", "dev", ifname, check=False)
+        for line in out.splitlines():
+            parts = line.split()
+            if "inet" in parts:
+                return parts[parts.index("inet") + 1].split("/")[0]
+        return None
+
+    @staticmethod
+    def wait_for(predicate: Callable[[], bool], timeout: float, message: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise LabError(message)
+
+    def status(self) -> dict[str, Any]:
+        return call(self.socket, "status")
+
+    def energyhubd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run an energyhubd admin verb inside the router namespace."""
+        return subprocess.run(netns.ns_cmd(self.router, [self.python, "-m", "energyhubd.cli",
+                                                         *args]),
+                              capture_output=True, text=True, timeout=60)

@@ -1,0 +1,272 @@
+"""Compile the validated model into the nftables JSON for our own table ``inet energyhub``.
+
+Pure: no kernel, no I/O. The output is written in the same canonical form that libnftables
+prints when it lists the table, so "is the kernel already holding exactly this?" can be
+answered by comparing data (see ``normalise``), and a no-op apply writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from energyhubd.config.model import Config, Forward
+
+FAMILY = "inet"
+TABLE = "energyhub"
+
+# Chain priorities relative to fw4 (which uses filter=0, dstnat=-100, srcnat=100): ours run
+# just before fw4's so our NAT decision is taken first and our drops are counted first. An
+# accept here never overrides a drop in fw4's table; both tables must agree to let a packet by.
+PRIO_FILTER = -10
+PRIO_DSTNAT = -110
+PRIO_SRCNAT = 90
+
+Json = dict[str, Any]
+Targets = Mapping[str, ipaddress.IPv4Address | None]
+
+
+def _meta(key: str) -> Json:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, field: str) -> Json:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _match(left: Json, right: Any, op: str = "==") -> Json:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _set(values: list[Any]) -> Any:
+    """A single value stays a value: libnftables lists a one-element set that way."""
+    return values[0] if len(values) == 1 else {"set": values}
+
+
+def _addr(net: ipaddress.IPv4Network) -> Any:
+    if net.prefixlen == 32:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _ct_state(states: list[str]) -> Json:
+    if len(states) == 1:
+        return _match({"ct": {"key": "state"}}, states[0], "in")
+    return _match({"ct": {"key": "state"}}, states, "in")
+
+
+ACCEPT: Json = {"accept": None}
+DROP: Json = {"drop": None}
+COUNTER: Json = {"counter": {"packets": 0, "bytes": 0}}
+
+
+def resolve_targets(
+    config: Config, live_address: Mapping[str, str] | None = None
+) -> dict[str, ipaddress.IPv4Address | None]:
+    """Where each forward points now; None keeps the forward closed.
+
+    A reservation name or a MAC follows the device (``live_address``: MAC -> current IP, from
+    the inventory). A reserved device without a live observation gets its reserved address,
+    because dnsmasq hands it nothing else. A bare MAC with no live address stays closed: the
+    address it last had may now belong to a stranger.
+    """
+    live = live_address or {}
+    result: dict[str, ipaddress.IPv4Address | None] = {}
+    by_name = {r.name: r for r in config.lan.dhcp.reservations}
+    by_mac = {r.mac: r for r in config.lan.dhcp.reservations if r.mac}
+    for fwd in config.forwards:
+        target = fwd.target
+        reservation = by_name.get(target) or by_mac.get(target)
+        mac = reservation.mac if reservation else (target if ":" in target else None)
+        if mac and mac in live:
+            result[fwd.name] = ipaddress.IPv4Address(live[mac])
+        elif reservation is not None:
+            result[fwd.name] = reservation.ip
+        elif mac:
+            result[fwd.name] = None
+        else:
+            result[fwd.name] = ipaddress.IPv4Address(target)
+    return result
+
+
+def compile_ruleset(config: Config, targets: Targets | None = None) -> Json:
+    """The whole table as one libnftables JSON document (without the replace wrapper)."""
+    if targets is None:
+        targets = resolve_targets(config)
+    lan, wan = config.lan.device, config.wan.device
+    objects: list[Json] = [{"table": {"family": FAMILY, "name": TABLE}}]
+
+    def chain(name: str, kind: str, hook: str, prio: int, policy: str) -> None:
+        objects.append(
+            {
+                "chain": {
+                    "family": FAMILY,
+                    "table": TABLE,
+                    "name": name,
+                    "type": kind,
+                    "hook": hook,
+                    "prio": prio,
+                    "policy": policy,
+                }
+            }
+        )
+
+    def rule(chain_name: str, expr: list[Json], comment: str | None = None) -> None:
+        body: Json = {"family": FAMILY, "table": TABLE, "chain": chain_name}
+        if comment:
+            body["comment"] = comment
+        body["expr"] = expr
+        objects.append({"rule": body})
+
+    iif_lan = _match(_meta("iifname"), lan)
+    iif_wan = _match(_meta("iifname"), wan)
+    oif_lan = _match(_meta("oifname"), lan)
+    oif_wan = _match(_meta("oifname"), wan)
+
+    chain("input", "filter", "input", PRIO_FILTER, "drop")
+    chain("forward", "filter", "forward", PRIO_FILTER, "drop")
+    chain("dstnat", "nat", "prerouting", PRIO_DSTNAT, "accept")
+    chain("srcnat", "nat", "postrouting", PRIO_SRCNAT, "accept")
+
+    # input: only what the router itself needs.
+    rule("input", [_ct_state(["established", "related"]), ACCEPT])
+    rule("input", [_ct_state(["invalid"]), DROP])
+    rule("input", [_match(_meta("iifname"), "lo"), ACCEPT])
+    rule(
+        "input",
+        [iif_lan, _match(_payload("udp", "dport"), {"set": [53, 67]}), ACCEPT],
+        "lan dns and dhcp",
+    )
+    rule("input", [iif_lan, _match(_payload("tcp", "dport"), 53), ACCEPT], "lan dns over tcp")
+    rule("input", [iif_lan, _match(_meta("l4proto"), "icmp"), ACCEPT], "lan ping")
+    if config.lan.admin_access:
+        rule(
+            "input",
+            [iif_lan, _match(_payload("tcp", "dport"), {"set": [22, 80, 443]}), ACCEPT],
+            "lan admin access",
+        )
+    rule(
+        "input",
+        [
+            iif_wan,
+            _match(_payload("udp", "sport"), 67),
+            _match(_payload("udp", "dport"), 68),
+            ACCEPT,
+        ],
+        "wan dhcp replies",
+    )
+    rule(
+        "input",
+        [
+            _match(
+                _payload("icmpv6", "type"),
+                {"set": ["nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert"]},
+            ),
+            ACCEPT,
+        ],
+        "ipv6 neighbour discovery",
+    )
+    rule("input", [COUNTER, DROP], "input dropped")
+
+    # forward: LAN out; WAN in only through a DNAT'ed forward from an allowed source.
+    rule("forward", [_ct_state(["established", "related"]), ACCEPT])
+    rule("forward", [_ct_state(["invalid"]), DROP])
+    rule("forward", [iif_lan, oif_wan, ACCEPT], "lan to wan")
+    for fwd in config.forwards:
+        addr = targets.get(fwd.name)
+        if addr is None:
+            continue
+        expr = [iif_wan, oif_lan, _match({"ct": {"key": "status"}}, "dnat", "in")]
+        expr += _source_lock(fwd, family_implied=True)
+        expr += [
+            _match(_payload("ip", "daddr"), str(addr)),
+            _match(_payload(fwd.proto, "dport"), fwd.target_port),
+            COUNTER,
+            ACCEPT,
+        ]
+        rule("forward", expr, f"forward {fwd.name}")
+    rule("forward", [COUNTER, DROP], "forward dropped")
+
+    # NAT.
+    for fwd in config.forwards:
+        addr = targets.get(fwd.name)
+        if addr is None:
+            continue
+        expr = [
+            iif_wan,
+            *_source_lock(fwd, family_implied=False),
+            _match(_payload(fwd.proto, "dport"), fwd.port),
+            {"dnat": {"family": "ip", "addr": str(addr), "port": fwd.target_port}},
+        ]
+        rule("dstnat", expr, f"forward {fwd.name}")
+    rule(
+        "srcnat",
+        [
+            oif_wan,
+            _match(_payload("ip", "saddr"), _addr(config.lan.address.network)),
+            {"masquerade": None},
+        ],
+        "lan masquerade",
+    )
+    return {"nftables": objects}
+
+
+def _source_lock(fwd: Forward, family_implied: bool) -> list[Json]:
+    """Match the allowed sources; an open forward still needs "IPv4 only" for its DNAT."""
+    if fwd.allow_any_source:
+        return [] if family_implied else [_match(_meta("nfproto"), "ipv4")]
+    return [_match(_payload("ip", "saddr"), _set([_addr(n) for n in fwd.allow_from]))]
+
+
+def replace_transaction(ruleset: Json) -> Json:
+    """Wrap a compiled table so one transaction replaces it atomically.
+
+    ``add table`` first makes ``delete table`` valid when the table is missing; the kernel
+    commits the batch as a whole, so there is never a moment without our table.
+    """
+    table = {"family": FAMILY, "name": TABLE}
+    commands: list[Json] = [{"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}}]
+    commands += [{"add": obj} for obj in ruleset["nftables"]]
+    return {"nftables": commands}
+
+
+def delete_transaction() -> Json:
+    table = {"family": FAMILY, "name": TABLE}
+    return {"nftables": [{"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}}]}
+
+
+def normalise(listing: Json) -> Json:
+    """Reduce a listing (or a compiled ruleset) to what defines behaviour.
+
+    Handles, metainfo and counter values are dropped; rules are grouped per chain in order.
+    Two rulesets with equal normal forms behave identically.
+    """
+    chains: dict[str, Json] = {}
+    rules: dict[str, list[Json]] = {}
+    tables = 0
+    for obj in listing.get("nftables", []):
+        if "table" in obj:
+            tables += 1
+        elif "chain" in obj:
+            c = {k: v for k, v in obj["chain"].items() if k not in ("handle", "family", "table")}
+            chains[c["name"]] = c
+        elif "rule" in obj:
+            r = obj["rule"]
+            expr = [_zero_counter(e) for e in r.get("expr", [])]
+            rules.setdefault(r["chain"], []).append({"comment": r.get("comment"), "expr": expr})
+    return {"tables": tables, "chains": chains, "rules": rules}
+
+
+def _zero_counter(expr: Json) -> Json:
+    if "counter" in expr:
+        return {"counter": {"packets": 0, "bytes": 0}}
+    return expr
+
+
+def digest(ruleset: Json) -> str:
+    """Short stable fingerprint of a ruleset's behaviour, for status and health."""
+    text = json.dumps(normalise(ruleset), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

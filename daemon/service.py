@@ -1,0 +1,387 @@
+"""``energyhubd run``: the long-running daemon.
+
+The Daemon object is the single owner of mutable state and lives on the event loop thread.
+It publishes an immutable status snapshot that the control transports read without waiting
+for the loop, so ``energyhubctl status`` answers even while a policy is being applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from energyhubd import __version__
+from energyhubd.config.errors import ConfigError
+from energyhubd.config.load import load_file, parse_document
+from energyhubd.config.model import Config
+from energyhubd.control.methods import MethodError, MethodTable
+from energyhubd.control.status import build_method_table, render_running_config
+from energyhubd.kernel.dnsmasq import DnsmasqSupervisor
+from energyhubd.kernel.netlink import LinkEvents, Netlink
+from energyhubd.kernel.nftables_exec import NftError, NftExecutor
+from energyhubd.kernel.nftmonitor import NftMonitor
+from energyhubd.loop import EventLoop, Timer
+from energyhubd.policy import nft
+from energyhubd.policy.apply import apply_policy
+from energyhubd.policy.dhcp import build_plan
+
+log = logging.getLogger("energyhubd")
+
+DRIFT_DEBOUNCE = 0.05
+LINK_DEBOUNCE = 0.2
+DNSMASQ_RESTART_MAX = 30.0
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class Daemon:
+    def __init__(
+        self, config_path: str | None, pid_file: str | None = None, resolv_file: str | None = None
+    ) -> None:
+        self.config_path = config_path
+        self.pid_file = pid_file
+        self.resolv_file = resolv_file
+        self.loop = EventLoop()
+        self.started = time.time()
+        self.config: Config | None = None
+        self.nft = NftExecutor()
+        self.netlink = Netlink()
+        self.monitor: NftMonitor | None = None
+        self.link_events: LinkEvents | None = None
+        self.dnsmasq: DnsmasqSupervisor | None = None
+        self.dnsmasq_backoff = 1.0
+        self.control: Any = None
+        self.applied_ruleset: dict[str, Any] | None = None
+        self.applied_normal: dict[str, Any] | None = None
+        self.policy: dict[str, Any] = {
+            "state": "starting",
+            "applies": 0,
+            "writes": 0,
+            "drift_repairs": 0,
+            "last_error": None,
+        }
+        self.config_error: list[dict[str, str]] | None = None
+        self._drift_timer: Timer | None = None
+        self._link_timer: Timer | None = None
+        self.snapshot: dict[str, Any] = {}
+        self.methods: MethodTable = build_method_table(self)
+        self.lease_listeners: list[Callable[[], None]] = []
+
+    # -- start and stop -----------------------------------------------------------------
+    def load_config(self) -> Config:
+        if self.config_path is None:
+            return parse_document({}, "built-in defaults")
+        return load_file(self.config_path)
+
+    def start(self) -> None:
+        """Apply the configuration and begin serving. Raises ConfigError/NftError on failure."""
+        config = self.load_config()
+        self._write_pid_file()
+        self.loop.on_signal(signal.SIGTERM, self.stop)
+        self.loop.on_signal(signal.SIGINT, self.stop)
+        self.loop.on_signal(signal.SIGHUP, lambda: self.reload("SIGHUP"))
+        self.loop.on_signal(signal.SIGUSR1, self.leases_changed)
+        self.monitor = NftMonitor()
+        self.loop.add_reader(self.monitor, self._on_nft_event)
+        self.link_events = LinkEvents()
+        self.loop.add_reader(self.link_events, self._on_link_event)
+        self._apply(config, "start")
+        from energyhubd.control.socket_server import ControlServer
+
+        self.control = ControlServer(config.control_socket, self.methods)
+        self.control.start()
+        log.info(
+            "energyhubd %s running (config %s, control socket %s)",
+            __version__,
+            self.config_path or "built-in defaults",
+            config.control_socket,
+        )
+
+    def run(self) -> None:
+        try:
+            self.loop.run()
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        log.info("stopping")
+        self.loop.stop()
+
+    def shutdown(self) -> None:
+        """Leave the firewall table in place: a stopped daemon must not open the site."""
+        if self.control is not None:
+            self.control.stop()
+        if self.dnsmasq is not None:
+            self.dnsmasq.stop()
+        for closer in (self.monitor, self.link_events):
+            if closer is not None:
+                closer.close()
+        if self.pid_file:
+            try:
+                if Path(self.pid_file).read_text().strip() == str(os.getpid()):
+                    os.unlink(self.pid_file)
+            except OSError:
+                pass
+        self.loop.close()
+
+    def _write_pid_file(self) -> None:
+        if self.pid_file:
+            Path(self.pid_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.pid_file).write_text(f"{os.getpid()}\n")
+
+    # -- policy -------------------------------------------------------------------------
+    def _apply(self, config: Config, reason: str) -> None:
+        """Apply ``config``; on failure the previous policy stays in force."""
+        try:
+            outcome = apply_policy(config, self.nft, self.netlink, self.live_addresses())
+        except NftError as exc:
+            self.policy.update(
+                state="error" if self.config is None else self.policy["state"], last_error=str(exc)
+            )
+            self.publish()
+            raise
+        self.config = config
+        self.applied_ruleset = outcome.ruleset
+        current = self.nft.current()
+        self.applied_normal = nft.normalise(current) if current else None
+        self.policy.update(
+            state="applied",
+            digest=outcome.digest,
+            applies=self.policy["applies"] + 1,
+            writes=self.policy["writes"] + (1 if outcome.changed else 0),
+            last_apply=time.time(),
+            last_apply_ms=round(outcome.seconds * 1000, 1),
+            last_reason=reason,
+            last_error=None,
+            warnings=outcome.warnings,
+        )
+        log.info(
+            "policy %s (%s, digest %s, %.1f ms)",
+            "applied" if outcome.changed else "unchanged",
+            reason,
+            outcome.digest,
+            outcome.seconds * 1000,
+        )
+        self._configure_dhcp(config)
+        self.publish()
+
+    def live_addresses(self) -> dict[str, str]:
+        """MAC -> current IP of devices seen alive (filled in by the inventory)."""
+        return {}
+
+    def reload(self, reason: str = "reload") -> dict[str, Any]:
+        try:
+            config = self.load_config()
+        except ConfigError as exc:
+            self.config_error = [e.as_dict() for e in exc.errors]
+            log.error(
+                "configuration rejected, running policy kept: %s",
+                "; ".join(str(e) for e in exc.errors),
+            )
+            self.publish()
+            return {"applied": False, "errors": self.config_error}
+        try:
+            self._apply(config, reason)
+        except NftError as exc:
+            log.error("policy not applied, running policy kept: %s", exc)
+            return {"applied": False, "errors": [{"field": "", "reason": str(exc)}]}
+        self.config_error = None
+        self.publish()
+        return {"applied": True, "version": config.version, "digest": self.policy["digest"]}
+
+    def _on_nft_event(self) -> None:
+        assert self.monitor is not None
+        if self.monitor.drain() and self._drift_timer is None:
+            self._drift_timer = self.loop.call_later(DRIFT_DEBOUNCE, self._verify_table)
+
+    def _verify_table(self) -> None:
+        """Someone changed the ruleset: if our table is gone or altered, restore it."""
+        self._drift_timer = None
+        if self.config is None or self.applied_ruleset is None:
+            return
+        current = self.nft.current()
+        if current is not None and nft.normalise(current) == self.applied_normal:
+            return
+        what = "deleted" if current is None else "changed"
+        try:
+            self.nft.apply(self.applied_ruleset, force=True)
+        except NftError as exc:
+            log.error(
+                "table inet %s was %s outside energyhubd and could not be restored: %s",
+                nft.TABLE,
+                what,
+                exc,
+            )
+            return
+        restored = self.nft.current()
+        self.applied_normal = nft.normalise(restored) if restored else None
+        self.policy["drift_repairs"] += 1
+        self.policy["last_drift"] = time.time()
+        log.warning("table inet %s was %s outside energyhubd; restored", nft.TABLE, what)
+        self.publish()
+
+    def _on_link_event(self) -> None:
+        assert self.link_events is not None
+        events = self.link_events.drain()
+        if events and self._link_timer is None:
+            self._link_timer = self.loop.call_later(LINK_DEBOUNCE, self._links_changed)
+
+    def _links_changed(self) -> None:
+        """Links or addresses changed: re-assert LAN addressing, refresh WAN facts."""
+        self._link_timer = None
+        if self.config is not None:
+            try:
+                changed = apply_policy(
+                    self.config, self.nft, self.netlink, self.live_addresses()
+                ).changed
+                if changed:
+                    log.info("addresses re-applied after a link change")
+            except NftError as exc:
+                log.error("re-apply after a link change failed: %s", exc)
+        self.publish()
+
+    # -- DHCP ---------------------------------------------------------------------------
+    def _configure_dhcp(self, config: Config) -> None:
+        if config.platform != "linux":
+            return  # OpenWrt: the system dnsmasq, configured through UCI
+        if self.dnsmasq is None:
+            self.dnsmasq = DnsmasqSupervisor(config.state_dir, self.resolv_file, os.getpid())
+        if self.dnsmasq.configure(build_plan(config)) and self.dnsmasq.pidfd is not None:
+            self.loop.add_reader(self.dnsmasq.pidfd, self._on_dnsmasq_exit)
+
+    def _on_dnsmasq_exit(self) -> None:
+        assert self.dnsmasq is not None
+        pidfd = self.dnsmasq.pidfd
+        if pidfd is not None:
+            self.loop.remove_reader(pidfd)
+        code = self.dnsmasq.reap()
+        delay = self.dnsmasq_backoff
+        self.dnsmasq_backoff = min(self.dnsmasq_backoff * 2, DNSMASQ_RESTART_MAX)
+        log.error("dnsmasq exited with status %s; restarting in %.0f s", code, delay)
+        self.loop.call_later(delay, self._restart_dnsmasq)
+        self.publish()
+
+    def _restart_dnsmasq(self) -> None:
+        if self.config is not None:
+            self._configure_dhcp(self.config)
+            self.loop.call_later(60, self._reset_dnsmasq_backoff)
+
+    def _reset_dnsmasq_backoff(self) -> None:
+        if self.dnsmasq is not None and self.dnsmasq.running:
+            self.dnsmasq_backoff = 1.0
+
+    def leases_changed(self) -> None:
+        for listener in self.lease_listeners:
+            listener()
+
+    # -- status -------------------------------------------------------------------------
+    def publish(self) -> None:
+        """Build a fresh immutable snapshot; readers on other threads see old or new, whole."""
+        self.snapshot = self.build_snapshot()
+
+    def build_snapshot(self) -> dict[str, Any]:
+        config = self.config
+        now = time.time()
+        status: dict[str, Any] = {
+            "daemon": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "started": iso(self.started),
+                "uptime_s": int(now - self.started),
+                "platform": config.platform if config else None,
+            },
+            "config": {
+                "source": self.config_path or "built-in defaults",
+                "version": config.version if config else None,
+                "device_id": config.device_id if config else None,
+                "last_error": self.config_error,
+            },
+            "policy": {
+                **{k: v for k, v in self.policy.items() if k not in ("last_apply", "last_drift")},
+                "last_apply": iso(self.policy.get("last_apply")),
+                "last_drift": iso(self.policy.get("last_drift")),
+                "table": f"{nft.FAMILY} {nft.TABLE}",
+            },
+        }
+        if config is None:
+            return status
+        status["wan"] = {
+            **self.netlink.wan_state(config.wan.device).as_dict(),
+            "proto": config.wan.proto,
+        }
+        dhcp = config.lan.dhcp
+        server: dict[str, Any] = {"kind": "system dnsmasq (UCI)"}
+        if config.platform == "linux":
+            server = {
+                "kind": "energyhubd dnsmasq",
+                "running": bool(self.dnsmasq and self.dnsmasq.running),
+                "pid": self.dnsmasq.pid if self.dnsmasq else None,
+                "restarts": self.dnsmasq.restarts if self.dnsmasq else 0,
+                "lease_file": self.dnsmasq.lease_file if self.dnsmasq else None,
+            }
+        status["lan"] = {
+            "device": config.lan.device,
+            "address": str(config.lan.address),
+            "dhcp": {
+                "pool": f"{dhcp.start}-{dhcp.end}",
+                "pool_size": dhcp.pool_size,
+                "lease_time_s": dhcp.lease_seconds,
+                "reservations": [
+                    {"name": r.name, "mac": r.mac, "ip": str(r.ip)} for r in dhcp.reservations
+                ],
+                "server": server,
+            },
+        }
+        targets = nft.resolve_targets(config, self.live_addresses())
+        status["forwards"] = [
+            {
+                "name": f.name,
+                "proto": f.proto,
+                "port": f.port,
+                "target": f.target,
+                "address": str(targets[f.name]) if targets.get(f.name) else None,
+                "target_port": f.target_port,
+                "state": "open" if targets.get(f.name) else "closed",
+                "allow_from": "any" if f.allow_any_source else [str(n) for n in f.allow_from],
+            }
+            for f in config.forwards
+        ]
+        return status
+
+    def running_config(self) -> dict[str, Any]:
+        if self.config is None:
+            raise MethodError("no configuration is applied yet")
+        return render_running_config(self.config)
+
+    def call_on_loop(
+        self, func: Callable[[], dict[str, Any]], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """From another thread: run ``func`` on the loop and wait for its answer."""
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["result"] = func()
+            except Exception as exc:  # handed back to the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        self.loop.post(run)
+        if not done.wait(timeout):
+            raise MethodError("the daemon is busy; try again")
+        if "error" in box:
+            raise MethodError(str(box["error"]))
+        result: dict[str, Any] = box["result"]
+        return result
