@@ -42,22 +42,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     lan, dhcp = config.lan, config.lan.dhcp
     wan = config.wan
-    print(f"configuration OK: version {config.version}, device {config.device_id}, "
-          f"platform {config.platform}")
-    wan_text = f"{wan.device} by DHCP" if wan.proto == "dhcp" else (
-        f"{wan.device} static {wan.address} via {wan.gateway}")
+    print(
+        f"configuration OK: version {config.version}, device {config.device_id}, "
+        f"platform {config.platform}"
+    )
+    wan_text = (
+        f"{wan.device} by DHCP"
+        if wan.proto == "dhcp"
+        else (f"{wan.device} static {wan.address} via {wan.gateway}")
+    )
     print(f"  WAN      {wan_text}")
-    print(f"  LAN      {lan.device} {lan.address}, DHCP {dhcp.start}-{dhcp.end}, "
-          f"lease {dhcp.lease_seconds // 3600}h{(dhcp.lease_seconds % 3600) // 60:02d}m")
+    print(
+        f"  LAN      {lan.device} {lan.address}, DHCP {dhcp.start}-{dhcp.end}, "
+        f"lease {dhcp.lease_seconds // 3600}h{(dhcp.lease_seconds % 3600) // 60:02d}m"
+    )
     for r in dhcp.reservations:
         print(f"  reserve  {r.name} {r.ip} ({r.mac or 'by host name ' + r.name})")
     targets = nft.resolve_targets(config)
     for f in config.forwards:
         src = "any source" if f.allow_any_source else ", ".join(str(n) for n in f.allow_from)
         where = targets.get(f.name)
-        print(f"  forward  {f.name} {f.proto}/{f.port} -> {f.target}"
-              f"{' (' + str(where) + ')' if where else ' (follows the device)'}:{f.target_port}"
-              f" from {src}")
+        print(
+            f"  forward  {f.name} {f.proto}/{f.port} -> {f.target}"
+            f"{' (' + str(where) + ')' if where else ' (follows the device)'}:{f.target_port}"
+            f" from {src}"
+        )
     if not config.forwards:
         print("  inbound  closed: no port forwards")
     print(f"  egress   {config.egress_mode}; NAT masquerade {lan.address.network} -> {wan.device}")
@@ -121,21 +130,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", help="configuration file (JSON or UCI); default: "
-                       f"{paths.OPENWRT_CONFIG} on OpenWrt, {paths.LINUX_CONFIG} elsewhere")
+        p.add_argument(
+            "--config",
+            "-c",
+            help="configuration file (JSON or UCI); default: "
+            f"{paths.OPENWRT_CONFIG} on OpenWrt, {paths.LINUX_CONFIG} elsewhere",
+        )
         return p
 
-    with_config(sub.add_parser("plan", help="print the nftables JSON that would be applied")
-                ).set_defaults(func=cmd_plan)
-    with_config(sub.add_parser("check", help="validate and summarise the configuration")
-                ).set_defaults(func=cmd_check)
-    with_config(sub.add_parser("apply", help="apply the policy once in this network namespace")
-                ).set_defaults(func=cmd_apply)
+    with_config(
+        sub.add_parser("plan", help="print the nftables JSON that would be applied")
+    ).set_defaults(func=cmd_plan)
+    with_config(
+        sub.add_parser("check", help="validate and summarise the configuration")
+    ).set_defaults(func=cmd_check)
+    with_config(
+        sub.add_parser("apply", help="apply the policy once in this network namespace")
+    ).set_defaults(func=cmd_apply)
     sub.add_parser("flush", help="remove energyhubd's nftables table").set_defaults(func=cmd_flush)
     run = with_config(sub.add_parser("run", help="run the daemon"))
     run.add_argument("--pid-file", default=paths.PID_FILE)
-    run.add_argument("--resolv-file", default=None,
-                     help="upstream DNS servers written by the WAN DHCP client (linux)")
+    run.add_argument(
+        "--resolv-file",
+        default=None,
+        help="upstream DNS servers written by the WAN DHCP client (linux)",
+    )
     run.set_defaults(func=cmd_run)
     lab = sub.add_parser("lab", help="a whole EnergyHub site in network namespaces")
     from energyhubd.lab import cli as lab_cli
@@ -153,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except ConfigError as exc:
-        print(f"energyhubd: configuration rejected, nothing applied:\n{exc.render()}",
-              file=sys.stderr)
+        print(
+            f"energyhubd: configuration rejected, nothing applied:\n{exc.render()}", file=sys.stderr
+        )
         return EXIT_CONFIG
     except PermissionError as exc:
         print(f"energyhubd: {exc} (this command needs root or CAP_NET_ADMIN)", file=sys.stderr)

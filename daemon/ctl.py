@@ -46,8 +46,9 @@ def _use_ubus(args: argparse.Namespace) -> bool:
     return True
 
 
-def invoke(args: argparse.Namespace, method: str, params: dict[str, Any] | None = None
-           ) -> dict[str, Any]:
+def invoke(
+    args: argparse.Namespace, method: str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     if _use_ubus(args):
         from energyhubd.control.ubus_client import call_ubus
 
@@ -60,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", "-s", help="control socket of the daemon")
     parser.add_argument("--config", "-c", help="read the socket path from this configuration")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("status", "daemon, policy, WAN, LAN and forwards"),
-                       ("devices", "devices on the internal network")):
+    for name, text in (
+        ("status", "daemon, policy, WAN, LAN and forwards"),
+        ("devices", "devices on the internal network"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("config", help="the running configuration (secrets redacted)")
@@ -72,15 +75,28 @@ def main(argv: list[str] | None = None) -> int:
     except ControlError as exc:
         print(f"energyhubctl: {exc}", file=sys.stderr)
         return 1
-    if args.command in ("config", "reload") or getattr(args, "json", False):
+    if args.command == "reload":
+        return _report_reload(result)
+    if args.command == "config" or getattr(args, "json", False):
         print(json.dumps(result, indent=2, sort_keys=True))
     elif args.command == "status":
         print(render_status(result))
     else:
         print(render_devices(result))
-    if args.command == "reload" and not result.get("applied", False):
-        return 2
     return 0
+
+
+def _report_reload(result: dict[str, Any]) -> int:
+    if result.get("applied"):
+        print(
+            f"configuration version {result.get('version')} applied (digest {result.get('digest')})"
+        )
+        return 0
+    print("energyhubctl: reload rejected, the running policy is kept:", file=sys.stderr)
+    for error in result.get("errors", []):
+        field = f"{error.get('field')}: " if error.get("field") else ""
+        print(f"  {field}{error.get('reason')}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

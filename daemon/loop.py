@@ -8,6 +8,7 @@ something happens: no polling.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -54,10 +55,8 @@ class EventLoop:
         self._selector.register(fileobj, selectors.EVENT_READ, callback)
 
     def remove_reader(self, fileobj: Any) -> None:
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(fileobj)
-        except (KeyError, ValueError):
-            pass
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
         timer = Timer(time.monotonic() + max(0.0, delay), callback)
@@ -67,10 +66,9 @@ class EventLoop:
     def post(self, callback: Callback) -> None:
         """Thread-safe: run ``callback`` on the loop thread soon."""
         self._posted.put(callback)
-        try:
+        # BlockingIOError: a wake-up byte is already pending; OSError: the loop is gone.
+        with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # a wake-up byte is already pending, or the loop is gone
 
     def on_signal(self, signum: int, callback: Callback) -> None:
         """Handle a signal on the loop thread (the Python handler only records it)."""

@@ -7,6 +7,7 @@ routers keep their state on flash, which wears with every write.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -33,10 +34,8 @@ def write_if_changed(path: str | os.PathLike[str], text: str | bytes, mode: int 
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:

@@ -156,10 +156,14 @@ class _Checker:
             self.fail(path, f"must be an IPv4 address or prefix string, not {_kind(value)}")
             return None
         try:
-            return ipaddress.IPv4Network(value, strict=True)
-        except ValueError as exc:
-            self.fail(path, f"{_show(value)} is not an IPv4 address or prefix ({exc})")
+            iface = ipaddress.IPv4Interface(value)
+        except ValueError:
+            self.fail(path, f"{_show(value)} is not an IPv4 address or prefix")
             return None
+        if iface.ip != iface.network.network_address:
+            self.fail(path, f"{_show(value)} has host bits set (did you mean {iface.network}?)")
+            return None
+        return iface.network
 
     def mac(self, value: Any, path: str) -> str | None:
         if value is None or value == "":

@@ -40,23 +40,29 @@ def render_status(status: dict[str, Any]) -> str:
     wan = status.get("wan")
     if wan:
         addrs = ", ".join(wan.get("addresses") or []) or "no address"
-        lines.append(f"wan       {wan.get('device')} ({wan.get('proto')}) link {wan.get('link')}  "
-                     f"{addrs}  gateway {wan.get('gateway') or '-'}")
+        lines.append(
+            f"wan       {wan.get('device')} ({wan.get('proto')}) link {wan.get('link')}  "
+            f"{addrs}  gateway {wan.get('gateway') or '-'}"
+        )
     lan = status.get("lan")
     if lan:
         dhcp = lan.get("dhcp", {})
         server = dhcp.get("server", {})
         running = server.get("running")
         state = "" if running is None else (" running" if running else " NOT RUNNING")
-        lines.append(f"lan       {lan.get('device')} {lan.get('address')}  dhcp {dhcp.get('pool')}"
-                     f"  lease {_duration(dhcp.get('lease_time_s'))}  {server.get('kind')}{state}")
+        lines.append(
+            f"lan       {lan.get('device')} {lan.get('address')}  dhcp {dhcp.get('pool')}"
+            f"  lease {_duration(dhcp.get('lease_time_s'))}  {server.get('kind')}{state}"
+        )
     inv = status.get("inventory")
     if inv:
         display = inv.get("display") or {}
+        shown = f"present {display.get('ip')}" if display.get("present") else "MISSING"
+        pool = inv.get("pool", {})
         lines.append(
-            f"devices   display {'present ' + str(display.get('ip')) if display.get('present') else 'MISSING'}"
-            f"  units {inv.get('units')}  unknown {inv.get('unknown_count', 0)}"
-            f"  pool {inv.get('pool', {}).get('used', '-')}/{inv.get('pool', {}).get('size', '-')}"
+            f"devices   display {shown}  units {inv.get('units')}"
+            f"  unknown {inv.get('unknown_count', 0)}"
+            f"  pool {pool.get('used', '-')}/{pool.get('size', '-')}"
         )
     forwards = status.get("forwards")
     if forwards is not None:
@@ -64,9 +70,11 @@ def render_status(status: dict[str, Any]) -> str:
             lines.append("forwards  none (no inbound port is open)")
         for f in forwards:
             src = f["allow_from"] if f["allow_from"] == "any" else ", ".join(f["allow_from"])
-            lines.append(f"forward   {f['name']} {f['proto']}/{f['port']} -> {f['target']} "
-                         f"{f.get('address') or '(absent)'}:{f['target_port']}  {f['state']}"
-                         f"  from {src}")
+            lines.append(
+                f"forward   {f['name']} {f['proto']}/{f['port']} -> {f['target']} "
+                f"{f.get('address') or '(absent)'}:{f['target_port']}  {f['state']}"
+                f"  from {src}"
+            )
     return "\n".join(lines)
 
 
@@ -78,7 +86,8 @@ def render_devices(result: dict[str, Any]) -> str:
     rows = [header]
     for dev in devices:
         rows.append(
-            f"{dev.get('role', '-'):8} {str(dev.get('name', '-'))[:20]:20} {dev.get('mac', '-'):17} "
+            f"{dev.get('role', '-'):8} {str(dev.get('name', '-'))[:20]:20} "
+            f"{dev.get('mac', '-'):17} "
             f"{dev.get('ip') or '-':15} {dev.get('neighbour_state') or '-':10} "
             f"{_duration(dev.get('lease_remaining_s')):10} {dev.get('hostname') or '-'}"
         )

@@ -6,6 +6,7 @@ mode 0600: only root (the administrator) may talk to the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -51,10 +52,8 @@ class ControlServer:
         self.table = table
         self._stop = threading.Event()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -102,7 +101,5 @@ class ControlServer:
         self._stop.set()
         self._sock.close()
         self._thread.join(timeout=2)
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.path)
-        except OSError:
-            pass

@@ -41,8 +41,9 @@ def wan_address(site: Site) -> str:
 
 def check_policy_applied(site: Site) -> tuple[bool, str]:
     policy = site.status()["policy"]
-    return policy.get("state") == "applied", f"state {policy.get('state')}, digest " \
-        f"{policy.get('digest')}"
+    return policy.get(
+        "state"
+    ) == "applied", f"state {policy.get('state')}, digest {policy.get('digest')}"
 
 
 def check_wan_dhcp(site: Site) -> tuple[bool, str]:
@@ -62,8 +63,9 @@ def check_units_pool(site: Site) -> tuple[bool, str]:
     for client in site.clients[1:]:
         found[client.name] = site.address_of(site.ns(client.name), "eth0")
     in_pool = all(a and 200 <= int(a.rsplit(".", 1)[1]) <= 244 for a in found.values())
-    return in_pool and len(set(found.values())) == len(found), \
-        ", ".join(f"{k} {v}" for k, v in found.items())
+    return in_pool and len(set(found.values())) == len(found), ", ".join(
+        f"{k} {v}" for k, v in found.items()
+    )
 
 
 def check_lease_time(site: Site) -> tuple[bool, str]:
@@ -98,15 +100,18 @@ def check_masquerade(site: Site) -> tuple[bool, str]:
     wan = wan_address(site)
     ok, text = site.probe_connect(site.ns("unit2"), SCADA_IP, CUSTOMER_SERVICE_PORT)
     seen = text.split()[-1] if ok and text else None
-    return ok and seen == wan, f"unit2 -> {SCADA_IP}:{CUSTOMER_SERVICE_PORT}: seen as {seen} " \
-        f"(router WAN {wan})"
+    return (
+        ok and seen == wan,
+        f"unit2 -> {SCADA_IP}:{CUSTOMER_SERVICE_PORT}: seen as {seen} (router WAN {wan})",
+    )
 
 
 def check_forward_allowed(site: Site) -> tuple[bool, str]:
     wan = wan_address(site)
     ok, text = site.probe_connect(site.ns("scada"), wan, MODBUS_PORT)
-    return ok and text.startswith(f"unit1 {SCADA_IP}"), \
-        f"scada {SCADA_IP} -> {wan}:{MODBUS_PORT}: {text}"
+    return ok and text.startswith(
+        f"unit1 {SCADA_IP}"
+    ), f"scada {SCADA_IP} -> {wan}:{MODBUS_PORT}: {text}"
 
 
 def check_forward_locked(site: Site) -> tuple[bool, str]:
@@ -130,8 +135,9 @@ def check_noop_apply(site: Site) -> tuple[bool, str]:
     result = site.energyhubd("apply", "--config", str(site.config_path))
     after = _table_handles(site)
     ok = result.returncode == 0 and "unchanged" in result.stdout and before == after
-    return ok, (result.stdout.strip() or result.stderr.strip()) + \
-        f"; handles {'unchanged' if before == after else 'CHANGED'}"
+    return ok, (
+        result.stdout.strip() or result.stderr.strip()
+    ) + f"; handles {'unchanged' if before == after else 'CHANGED'}"
 
 
 def check_bad_config(site: Site) -> tuple[bool, str]:
@@ -143,9 +149,13 @@ def check_bad_config(site: Site) -> tuple[bool, str]:
     result = site.energyhubd("apply", "--config", str(bad))
     after = netns.ns_run(site.router, ["nft", "list", "ruleset"])
     message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
-    ok = (result.returncode == 2 and before == after
-          and "forwards[0].allow_from: required unless allow_any_source is true" in result.stderr)
-    return ok, f"exit {result.returncode}: {message}; ruleset {'unchanged' if before == after else 'CHANGED'}"
+    ok = (
+        result.returncode == 2
+        and before == after
+        and "forwards[0].allow_from: required unless allow_any_source is true" in result.stderr
+    )
+    ruleset = "unchanged" if before == after else "CHANGED"
+    return ok, f"exit {result.returncode}: {message}; ruleset {ruleset}"
 
 
 def check_flush_restored(site: Site) -> tuple[bool, str]:

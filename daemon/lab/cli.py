@@ -11,9 +11,11 @@ from energyhubd.lab.site import Site
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("up", "check", "down"),
-                        help="up: build and leave running; check: build, prove, tear down; "
-                             "down: remove everything")
+    parser.add_argument(
+        "action",
+        choices=("up", "check", "down"),
+        help="up: build and leave running; check: build, prove, tear down; down: remove everything",
+    )
     parser.add_argument("--prefix", default="eh", help="namespace name prefix (default eh)")
     parser.add_argument("--keep", action="store_true", help="check: leave the site running")
 
@@ -58,13 +60,15 @@ def main(args: argparse.Namespace) -> int:
 
 def _how_to_look(site: Site) -> str:
     venv_bin = os.path.dirname(site.python)
-    return "\n".join([
-        f"lab {site.prefix} is up (state in {site.dir})",
-        f"  {venv_bin}/energyhubctl --socket {site.socket} status",
-        f"  ip netns exec {site.router} nft list table inet energyhub",
-        f"  ip netns exec {site.ns('scada')} {site.python} -m energyhubd.lab.probe connect "
-        f"<router WAN address> 502",
-        f"  ip netns exec {site.ns('display')} ip addr show eth0",
-        f"  logs: {site.dir}/*.log",
-        f"  energyhubd lab down --prefix {site.prefix}",
-    ])
+    return "\n".join(
+        [
+            f"lab {site.prefix} is up (state in {site.dir})",
+            f"  {venv_bin}/energyhubctl --socket {site.socket} status",
+            f"  ip netns exec {site.router} nft list table inet energyhub",
+            f"  ip netns exec {site.ns('scada')} {site.python} -m energyhubd.lab.probe connect "
+            f"<router WAN address> 502",
+            f"  ip netns exec {site.ns('display')} ip addr show eth0",
+            f"  logs: {site.dir}/*.log",
+            f"  energyhubd lab down --prefix {site.prefix}",
+        ]
+    )

@@ -7,6 +7,7 @@ lab namespaces leaves no trace in the root namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -74,19 +75,17 @@ def kill_namespace_processes(ns: str, grace: float = 3.0) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pids = pids_in(ns)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace
         while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
+            pids = [p for p in pids if process_alive(p)]
             time.sleep(0.05)
         if not pids:
             return
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -8,6 +8,7 @@ when it got an answer and 1 otherwise, printing why (refused, no answer).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import selectors
 import socket
 import sys
@@ -27,17 +28,15 @@ def serve(name: str, ports: list[int], host: str) -> int:
             listener = key.fileobj
             assert isinstance(listener, socket.socket)
             conn, peer = listener.accept()
-            with conn:
-                try:
-                    conn.sendall(f"{name} {peer[0]}\n".encode())
-                except OSError:
-                    pass
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(f"{name} {peer[0]}\n".encode())
 
 
 def connect(host: str, port: int, timeout: float, source: str | None) -> int:
     try:
-        with socket.create_connection((host, port), timeout=timeout,
-                                      source_address=(source, 0) if source else None) as sock:
+        with socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None
+        ) as sock:
             sock.settimeout(timeout)
             data = sock.recv(256)
     except TimeoutError:

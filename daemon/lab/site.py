@@ -17,6 +17,7 @@ after a crash.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -133,8 +134,13 @@ class Site:
                 },
             },
             "forwards": [
-                {"name": "modbus", "proto": "tcp", "port": MODBUS_PORT, "target": "unit1",
-                 "allow_from": [SCADA_IP]},
+                {
+                    "name": "modbus",
+                    "proto": "tcp",
+                    "port": MODBUS_PORT,
+                    "target": "unit1",
+                    "allow_from": [SCADA_IP],
+                },
             ],
             "dns": {"fallback": [CUSTOMER_GW]},
             "control": {"socket": self.socket},
@@ -148,8 +154,10 @@ class Site:
     def up(self, progress: Callable[[str], None] = lambda _m: None) -> None:
         """Build the site and start everything; on failure, tear down what was built."""
         if self.namespaces():
-            raise LabError(f"a lab with prefix {self.prefix!r} is already up "
-                           f"(run `energyhubd lab down --prefix {self.prefix}`)")
+            raise LabError(
+                f"a lab with prefix {self.prefix!r} is already up "
+                f"(run `energyhubd lab down --prefix {self.prefix}`)"
+            )
         try:
             self._build(progress)
         except BaseException:
@@ -162,8 +170,7 @@ class Site:
         script.write_text(UDHCPC_SCRIPT)
         script.chmod(0o755)
         progress("namespaces and links")
-        for role in ("cust", "scada", "guest", "router", "sw",
-                     *(c.name for c in self.clients)):
+        for role in ("cust", "scada", "guest", "router", "sw", *(c.name for c in self.clients)):
             netns.add_namespace(self.ns(role))
         cust, router, sw = self.ns("cust"), self.router, self.ns("sw")
         # Customer network.
@@ -186,27 +193,47 @@ class Site:
         netns.bridge(sw, "sw", ports)
 
         progress("customer DHCP server")
-        self.spawn(cust, "cust-dnsmasq", [
-            "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-            "--no-hosts", "--interface=br-cust", "--bind-interfaces", "--user=root",
-            "--group=root", "--dhcp-range=198.51.100.100,198.51.100.149,255.255.255.0,1h",
-            f"--dhcp-option=option:router,{CUSTOMER_GW}",
-            f"--dhcp-option=option:dns-server,{CUSTOMER_GW}",
-            f"--dhcp-leasefile={self.dir / 'cust.leases'}",
-            f"--pid-file={self.dir / 'cust-dnsmasq.pid'}", "--log-facility=-",
-            "--address=/customer.lab/198.51.100.1",
-        ])
+        self.spawn(
+            cust,
+            "cust-dnsmasq",
+            [
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--interface=br-cust",
+                "--bind-interfaces",
+                "--user=root",
+                "--group=root",
+                "--dhcp-range=198.51.100.100,198.51.100.149,255.255.255.0,1h",
+                f"--dhcp-option=option:router,{CUSTOMER_GW}",
+                f"--dhcp-option=option:dns-server,{CUSTOMER_GW}",
+                f"--dhcp-leasefile={self.dir / 'cust.leases'}",
+                f"--pid-file={self.dir / 'cust-dnsmasq.pid'}",
+                "--log-facility=-",
+                "--address=/customer.lab/198.51.100.1",
+            ],
+        )
         progress("router WAN address by DHCP")
-        self.spawn(router, "router-udhcpc", self.udhcpc("wan", "energyhub-router"),
-                   env={"LAB_RESOLV": str(self.dir / "router-resolv.conf")})
-        self.wait_for(lambda: self.address_of(router, "wan") is not None, 15,
-                      "the router got no WAN address from the customer network")
+        self.spawn(
+            router,
+            "router-udhcpc",
+            self.udhcpc("wan", "energyhub-router"),
+            env={"LAB_RESOLV": str(self.dir / "router-resolv.conf")},
+        )
+        self.wait_for(
+            lambda: self.address_of(router, "wan") is not None,
+            15,
+            "the router got no WAN address from the customer network",
+        )
 
         progress("listeners")
         self.spawn(router, "router-listeners", self.probe_serve("router", ROUTER_PORTS))
         for role in ("scada", "guest"):
-            self.spawn(self.ns(role), f"{role}-listener",
-                       self.probe_serve(role, (CUSTOMER_SERVICE_PORT,)))
+            self.spawn(
+                self.ns(role), f"{role}-listener", self.probe_serve(role, (CUSTOMER_SERVICE_PORT,))
+            )
         self.spawn(self.ns("unit1"), "unit1-listener", self.probe_serve("unit1", (MODBUS_PORT,)))
 
         progress("energyhubd run")
@@ -214,19 +241,33 @@ class Site:
         self.start_daemon()
         progress("LAN clients by DHCP")
         for client in self.clients:
-            self.spawn(self.ns(client.name), f"{client.name}-udhcpc",
-                       self.udhcpc("eth0", client.hostname))
+            self.spawn(
+                self.ns(client.name), f"{client.name}-udhcpc", self.udhcpc("eth0", client.hostname)
+            )
         for client in self.clients:
-            self.wait_for(lambda c=client: self.address_of(self.ns(c.name), "eth0") is not None,
-                          20, f"{client.name} got no DHCP lease from the router")
+            self.wait_for_address(
+                self.ns(client.name), "eth0", 20, f"{client.name} got no DHCP lease from the router"
+            )
 
     def start_daemon(self) -> None:
-        cmd = [self.python, "-m", "energyhubd.cli", "run", "--config", str(self.config_path),
-               "--pid-file", str(self.dir / "energyhubd.pid"),
-               "--resolv-file", str(self.dir / "router-resolv.conf")]
+        cmd = [
+            self.python,
+            "-m",
+            "energyhubd.cli",
+            "run",
+            "--config",
+            str(self.config_path),
+            "--pid-file",
+            str(self.dir / "energyhubd.pid"),
+            "--resolv-file",
+            str(self.dir / "router-resolv.conf"),
+        ]
         self.spawn(self.router, "energyhubd", cmd)
-        self.wait_for(self._daemon_ready, 15, "energyhubd did not report an applied policy "
-                      f"(see {self.dir / 'energyhubd.log'})")
+        self.wait_for(
+            self._daemon_ready,
+            15,
+            f"energyhubd did not report an applied policy (see {self.dir / 'energyhubd.log'})",
+        )
 
     def _daemon_ready(self) -> bool:
         try:
@@ -245,29 +286,48 @@ class Site:
         """Remove every namespace and process of this lab; safe to call at any time."""
         pid = self.daemon_pid()
         if pid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 15)
-            except ProcessLookupError:
-                pass
         for ns in self.namespaces():
             netns.delete_namespace(ns)
         if self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- helpers ------------------------------------------------------------------------
-    def spawn(self, ns: str, name: str, cmd: list[str],
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, ns: str, name: str, cmd: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115  (owned by the child)
         full_env = {**os.environ, **(env or {})}
-        proc = subprocess.Popen(netns.ns_cmd(ns, cmd), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=full_env)
+        proc = subprocess.Popen(
+            netns.ns_cmd(ns, cmd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=full_env,
+        )
         log.close()
         (self.dir / f"{name}.pid").write_text(f"{proc.pid}\n")
         return proc
 
     def udhcpc(self, ifname: str, hostname: str) -> list[str]:
-        return ["udhcpc", "-f", "-i", ifname, "-s", str(self.dir / "udhcpc.sh"),
-                "-x", f"hostname:{hostname}", "-t", "20", "-T", "1", "-A", "1"]
+        return [
+            "udhcpc",
+            "-f",
+            "-i",
+            ifname,
+            "-s",
+            str(self.dir / "udhcpc.sh"),
+            "-x",
+            f"hostname:{hostname}",
+            "-t",
+            "20",
+            "-T",
+            "1",
+            "-A",
+            "1",
+        ]
 
     def probe_serve(self, name: str, ports: tuple[int, ...]) -> list[str]:
         cmd = [self.python, "-m", "energyhubd.lab.probe", "serve", "--name", name]
@@ -275,12 +335,27 @@ class Site:
             cmd += ["--port", str(port)]
         return cmd
 
-    def probe_connect(self, ns: str, host: str, port: int, timeout: float = 1.5
-                      ) -> tuple[bool, str]:
+    def probe_connect(
+        self, ns: str, host: str, port: int, timeout: float = 1.5
+    ) -> tuple[bool, str]:
         proc = subprocess.run(
-            netns.ns_cmd(ns, [self.python, "-m", "energyhubd.lab.probe", "connect", host,
-                              str(port), "--timeout", str(timeout)]),
-            capture_output=True, text=True, timeout=timeout + 15)
+            netns.ns_cmd(
+                ns,
+                [
+                    self.python,
+                    "-m",
+                    "energyhubd.lab.probe",
+                    "connect",
+                    host,
+                    str(port),
+                    "--timeout",
+                    str(timeout),
+                ],
+            ),
+            capture_output=True,
+            text=True,
+            timeout=timeout + 15,
+        )
         return proc.returncode == 0, proc.stdout.strip() or proc.stderr.strip()
 
     def address_of(self, ns: str, ifname: str) -> str | None:
@@ -290,6 +365,9 @@ class Site:
             if "inet" in parts:
                 return parts[parts.index("inet") + 1].split("/")[0]
         return None
+
+    def wait_for_address(self, ns: str, ifname: str, timeout: float, message: str) -> None:
+        self.wait_for(lambda: self.address_of(ns, ifname) is not None, timeout, message)
 
     @staticmethod
     def wait_for(predicate: Callable[[], bool], timeout: float, message: str) -> None:
@@ -305,6 +383,9 @@ class Site:
 
     def energyhubd(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run an energyhubd admin verb inside the router namespace."""
-        return subprocess.run(netns.ns_cmd(self.router, [self.python, "-m", "energyhubd.cli",
-                                                         *args]),
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            netns.ns_cmd(self.router, [self.python, "-m", "energyhubd.cli", *args]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
