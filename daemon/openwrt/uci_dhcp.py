@@ -1,0 +1,148 @@
+"""Render the LAN DHCP plan into changes of OpenWrt's ``/etc/config/dhcp``.
+
+On OpenWrt dnsmasq is configured through UCI, so the pool, lease time and static leases are
+expressed as ``uci batch`` commands (``set``/``delete``) rather than by editing the file: libuci
+keeps its own locking and LuCI's staged changes intact. Commands are computed as a *diff*
+against the current file, so an unchanged plan yields no commands and dnsmasq is reloaded only
+when something really changed (a reload drops its DNS cache).
+
+Our static leases are ``config host`` sections named ``energyhub_<name>``; host sections
+with other names belong to the site and are never touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from energyhubd.openwrt.uci import Package, Section, quote
+
+HOST_PREFIX = "energyhub_"
+PACKAGE = "dhcp"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A static lease as the dhcp package stores it (``mac`` None: match by host name)."""
+
+    name: str
+    ip: str
+    mac: str | None = None
+
+
+@dataclass(frozen=True)
+class DhcpPlan:
+    """What the LAN's dnsmasq section should say, in UCI's own terms."""
+
+    start: int  # offset of the first pool address from the network address
+    limit: int  # number of pool addresses
+    leasetime: str
+    hosts: tuple[Lease, ...]
+
+
+def leasetime_text(seconds: int) -> str:
+    """Spell a lease time as OpenWrt users write it (``24h``, ``90m``); else plain seconds."""
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return str(seconds)
+
+
+def plan_from_lan(lan: object) -> DhcpPlan:
+    """Build the plan from the validated model (``energyhubd.config.model.Lan``)."""
+    address: ipaddress.IPv4Interface = lan.address  # type: ignore[attr-defined]
+    dhcp = lan.dhcp  # type: ignore[attr-defined]
+    network = int(address.network.network_address)
+    hosts = tuple(
+        Lease(r.name, str(r.ip), r.mac.lower() if r.mac else None) for r in dhcp.reservations
+    )
+    return DhcpPlan(
+        start=int(dhcp.start) - network,
+        limit=int(dhcp.end) - int(dhcp.start) + 1,
+        leasetime=leasetime_text(int(dhcp.lease_seconds)),
+        hosts=hosts,
+    )
+
+
+def host_section_name(name: str, taken: set[str]) -> str:
+    """UCI section names allow only ``[A-Za-z0-9_]``; reservation names may also hold ``-``."""
+    base = HOST_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", name)
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base}_{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _set(target: str, value: str) -> str:
+    return f"set {PACKAGE}.{target}={quote(value)}"
+
+
+def _opt(section: Section | None, key: str) -> str | list[str] | None:
+    return None if section is None else section.options.get(key)
+
+
+def dhcp_changes(current: Package, plan: DhcpPlan, lan_section: str = "lan") -> list[str]:
+    """``uci batch`` lines that turn ``current`` (the parsed dhcp file) into ``plan``.
+
+    An empty list means nothing changed: do not commit, do not reload dnsmasq.
+    """
+    commands: list[str] = []
+    lan = current.named(lan_section)
+    if lan is None:
+        commands.append(_set(lan_section, "dhcp"))
+        commands.append(_set(f"{lan_section}.interface", lan_section))
+    for key, value in (
+        ("start", str(plan.start)),
+        ("limit", str(plan.limit)),
+        ("leasetime", plan.leasetime),
+    ):
+        if _opt(lan, key) != value:
+            commands.append(_set(f"{lan_section}.{key}", value))
+
+    ours = {s.name: s for s in current.of_type("host") if s.name and s.name.startswith(HOST_PREFIX)}
+    taken: set[str] = set()
+    wanted: set[str] = set()
+    for lease in plan.hosts:
+        name = host_section_name(lease.name, taken)
+        wanted.add(name)
+        section = ours.get(name)
+        if section is None:
+            commands.append(_set(name, "host"))
+        fields: tuple[tuple[str, str | None], ...] = (
+            ("name", lease.name),
+            ("ip", lease.ip),
+            ("mac", lease.mac),
+        )
+        for key, want in fields:
+            have = _opt(section, key)
+            if want is None:
+                if have is not None:
+                    commands.append(f"delete {PACKAGE}.{name}.{key}")
+            elif have != want:
+                commands.append(_set(f"{name}.{key}", want))
+    for name in ours:
+        if name not in wanted:
+            commands.append(f"delete {PACKAGE}.{name}")
+    return commands
+
+
+Runner = Callable[[Sequence[str], str | None], None]
+
+
+def _run(argv: Sequence[str], stdin: str | None) -> None:
+    subprocess.run(list(argv), input=stdin, text=True, check=True, capture_output=True)
+
+
+def apply_dhcp_changes(commands: list[str], run: Runner = _run) -> bool:
+    """Apply the commands with ``uci batch``, commit, and reload dnsmasq; False if no-op."""
+    if not commands:
+        return False
+    run(["uci", "batch"], "\n".join(commands) + "\n")
+    run(["uci", "commit", PACKAGE], None)
+    run(["/etc/init.d/dnsmasq", "reload"], None)
+    return True

@@ -1,0 +1,152 @@
+"""The DHCP plan rendered as ``uci batch`` changes of /etc/config/dhcp."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from energyhubd.config.load import parse_document
+from energyhubd.openwrt.uci import Package, Section, parse, render, tokenize
+from energyhubd.openwrt.uci_dhcp import (
+    DhcpPlan,
+    Lease,
+    apply_dhcp_changes,
+    dhcp_changes,
+    leasetime_text,
+    plan_from_lan,
+)
+
+OPENWRT_DHCP = """\
+config dnsmasq
+	option domainneeded '1'
+	option leasefile '/tmp/dhcp.leases'
+
+config dhcp 'lan'
+	option interface 'lan'
+	option start '100'
+	option limit '150'
+	option leasetime '12h'
+
+config dhcp 'wan'
+	option interface 'wan'
+	option ignore '1'
+
+config host 'printer'
+	option name 'printer'
+	option mac '02:00:5e:00:00:99'
+	option ip '192.168.254.50'
+"""
+
+
+def uci_batch(package: Package, commands: Sequence[str]) -> Package:
+    """A small stand-in for ``uci batch`` (set/delete only), to check the commands' effect."""
+    for command in commands:
+        verb, rest = command.split(" ", 1)
+        target, _, raw = rest.partition("=")
+        parts = target.split(".")
+        assert parts[0] == "dhcp", command
+        value = tokenize(raw)[0] if raw else None
+        section = package.named(parts[1])
+        if verb == "set" and len(parts) == 2:
+            assert section is None and value is not None
+            package.sections.append(Section(value, parts[1]))
+        elif verb == "set":
+            assert section is not None and value is not None, command
+            section.options[parts[2]] = value
+        elif verb == "delete" and len(parts) == 2:
+            assert section is not None, command
+            package.sections.remove(section)
+        elif verb == "delete":
+            assert section is not None, command
+            del section.options[parts[2]]
+        else:
+            raise AssertionError(command)
+    return parse(render(package))
+
+
+def plan(doc: dict[str, Any]) -> DhcpPlan:
+    return plan_from_lan(parse_document(doc).lan)
+
+
+def test_default_policy_on_a_stock_openwrt_dhcp_file() -> None:
+    current = parse(OPENWRT_DHCP)
+    commands = dhcp_changes(current, plan({}))
+    assert commands == [
+        "set dhcp.lan.start='200'",
+        "set dhcp.lan.limit='45'",
+        "set dhcp.lan.leasetime='24h'",
+        "set dhcp.energyhub_display='host'",
+        "set dhcp.energyhub_display.name='display'",
+        "set dhcp.energyhub_display.ip='192.168.254.200'",
+    ]
+    after = uci_batch(current, commands)
+    assert dhcp_changes(after, plan({})) == []  # applied: nothing left to do, no reload
+    assert after.named("printer") == current.named("printer")  # the site's own host stays
+    assert after.named("wan") == current.named("wan")
+
+
+def test_only_differences_are_emitted() -> None:
+    doc = {
+        "lan": {
+            "dhcp": {
+                "lease_time": "90m",
+                "reservations": [
+                    {"name": "display", "mac": "02:00:5E:10:00:01", "ip": "192.168.254.200"},
+                    {"name": "unit-1", "ip": "192.168.254.201"},
+                ],
+            }
+        }
+    }
+    current = uci_batch(parse(OPENWRT_DHCP), dhcp_changes(parse(OPENWRT_DHCP), plan({})))
+    commands = dhcp_changes(current, plan(doc))
+    assert commands == [
+        "set dhcp.lan.leasetime='90m'",
+        "set dhcp.energyhub_display.mac='02:00:5e:10:00:01'",
+        "set dhcp.energyhub_unit_1='host'",
+        "set dhcp.energyhub_unit_1.name='unit-1'",
+        "set dhcp.energyhub_unit_1.ip='192.168.254.201'",
+    ]
+    current = uci_batch(current, commands)
+    # the display loses its MAC and unit-1 goes: the stale option and section are deleted
+    doc2 = {
+        "lan": {
+            "dhcp": {
+                "lease_time": "90m",
+                "reservations": [{"name": "display", "ip": "192.168.254.200"}],
+            }
+        }
+    }
+    commands = dhcp_changes(current, plan(doc2))
+    assert commands == ["delete dhcp.energyhub_display.mac", "delete dhcp.energyhub_unit_1"]
+    assert dhcp_changes(uci_batch(current, commands), plan(doc2)) == []
+
+
+def test_missing_lan_section_is_created() -> None:
+    current = parse("config dnsmasq\n")
+    commands = dhcp_changes(
+        current, DhcpPlan(10, 5, "1h", (Lease("a_b", "10.0.0.20"), Lease("a-b", "10.0.0.21")))
+    )
+    assert commands[:2] == ["set dhcp.lan='dhcp'", "set dhcp.lan.interface='lan'"]
+    after = uci_batch(current, commands)
+    # two names that sanitise alike still get two sections
+    assert {s.name for s in after.of_type("host")} == {"energyhub_a_b", "energyhub_a_b_2"}
+
+
+def test_leasetime_spelling() -> None:
+    assert [leasetime_text(s) for s in (86400, 7200, 5400, 150)] == ["24h", "2h", "90m", "150"]
+
+
+def test_apply_runs_uci_only_when_something_changed() -> None:
+    calls: list[tuple[list[str], str | None]] = []
+
+    def run(argv: Sequence[str], stdin: str | None) -> None:
+        calls.append((list(argv), stdin))
+
+    assert apply_dhcp_changes([], run) is False
+    assert calls == []
+    assert apply_dhcp_changes(["set dhcp.lan.limit='45'"], run) is True
+    assert calls == [
+        (["uci", "batch"], "set dhcp.lan.limit='45'\n"),
+        (["uci", "commit", "dhcp"], None),
+        (["/etc/init.d/dnsmasq", "reload"], None),
+    ]
