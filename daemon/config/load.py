@@ -563,4 +563,7 @@ def load_file(path: str | os.PathLike[str]) -> model.Config:
 
     package = uci.parse(data.decode("utf-8", errors="replace"), str(p))
     document = uci_document.uci_to_document(package, str(p))
-    return parse_document(document, str(p))
+    try:
+        return parse_document(document, str(p))
+    except ConfigError as exc:
+        raise uci_document.annotate(exc, package) from None
