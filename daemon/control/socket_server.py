@@ -61,7 +61,6 @@ class ControlServer:
         finally:
             os.umask(old)
         self._sock.listen(8)
-        self._sock.settimeout(0.5)
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
 
     def start(self) -> None:
@@ -70,9 +69,7 @@ class ControlServer:
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
+                conn, _ = self._sock.accept()  # blocks; stop() shuts the socket down
             except OSError:
                 if self._stop.is_set():
                     return
@@ -99,6 +96,9 @@ class ControlServer:
 
     def stop(self) -> None:
         self._stop.set()
+        # shutdown() wakes the thread blocked in accept() (Linux), without a polling timeout.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(timeout=2)
         with contextlib.suppress(OSError):

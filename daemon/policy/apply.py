@@ -58,7 +58,7 @@ def apply_policy(
         except LinkMissing:
             warnings.append(f"WAN device {config.wan.device} does not exist yet")
     if not table_ok:
-        result = executor.apply(ruleset, force=True)
+        result = executor.apply(ruleset, force=True, checked=True)
         changed = changed or result.changed
     # Forwarding goes on only once the table (forward policy drop) is in place.
     changed |= ensure_ipv4_forwarding()
