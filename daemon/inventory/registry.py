@@ -1,0 +1,575 @@
+"""The device inventory: who is on the LAN, what they are, and what changed.
+
+Pure: no I/O, no clock. The daemon feeds it lease snapshots and neighbour updates with the
+current time and publishes the returned events. One owner (the event loop) mutates it; other
+threads read the JSON-ready results of ``devices()`` / ``summary()`` that the loop publishes.
+
+Definitions
+-----------
+* A device is keyed by MAC. It is **present** when its neighbour entry is not FAILED and it
+  has an active lease (expiry 0 or in the future) or a live neighbour entry (reachable,
+  stale, delay, probe). So a device that stops answering ARP (FAILED) is gone even while
+  its 24 h lease runs; a renewed lease (new expiry) or the kernel hearing from the MAC again
+  clears the FAILED mark. A deleted (garbage-collected) FAILED entry is not proof of life.
+* Nothing is re-checked without traffic, so ``probe_candidates(now)`` lists the addresses of
+  present devices not heard from for a while; the daemon probes them (``NeighbourWatcher
+  .probe``) and the kernel's answer arrives as neighbour updates (REACHABLE or FAILED).
+* ``device_joined``: absent -> present (including the first sighting).
+* ``device_left``: present -> absent, with ``reason``: ``lease ended`` (released or expired and
+  no live neighbour entry), ``neighbour failed`` (the kernel's ARP check failed),
+  ``neighbour entry removed`` (a device known only from the neighbour table lost its entry)
+  or ``address taken by another device``. ``ip`` is the address it had.
+* ``device_changed``: a present device's IP, host name, name or role changed (``changes``
+  maps each field to ``[old, new]``).
+* ``unknown_device``: a present device whose role is ``unknown``; once per MAC for the
+  lifetime of the registry (not on every lease renewal or rejoin).
+* ``pool_utilisation`` (warning) when active leases in the pool reach
+  ``pool_warning_percent``; ``pool_exhausted`` (error) when every pool address is leased.
+  Each fires once on crossing upwards and is re-armed when usage drops below again.
+* ``address_conflict``: two MACs claim one IP. A claim is an active lease, or the kernel
+  neighbour entry for that IP (not FAILED) naming that MAC. A conflict between the same set of
+  MACs on the same IP is reported again only after ``CONFLICT_REPEAT_S`` (ARP entries flip
+  back and forth while two hosts fight over an address).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .classify import ROLE_DISPLAY, ROLE_UNIT, ROLE_UNKNOWN, Reservation, classify
+from .events import Event
+from .leases import Lease, LeaseSnapshot
+from .neighbour import ALIVE_STATES, FAILED, REACHABLE, UNKNOWN, NeighbourUpdate
+from .settings import InventorySettings
+
+MAX_DEVICES = 1024  # absent devices are forgotten first when more than this are tracked
+MAX_UNKNOWN_REMEMBERED = 65536
+MAX_LISTED_UNKNOWN = 20
+CONFLICT_REPEAT_S = 3600.0
+PROBE_QUIET_S = 120.0
+_ROLE_ORDER = {ROLE_DISPLAY: 0, ROLE_UNIT: 1, ROLE_UNKNOWN: 2}
+
+
+@dataclass
+class _Device:
+    mac: str
+    first_seen: float
+    last_seen: float
+    lease_ip: str | None = None
+    lease_expiry: int | None = None
+    lease_since: float = 0.0  # when we first saw the current lease address
+    hostname: str | None = None
+    vendor_class: str | None = None
+    neigh_ip: str | None = None
+    neigh_state: str = UNKNOWN
+    last_probe: float = float("-inf")
+    unreachable: bool = False  # neighbour FAILED and no proof of life since
+    role: str = ROLE_UNKNOWN
+    reservation: str | None = None
+    reason: str = ""
+    present: bool = False  # as last reported in events
+    shown: dict[str, Any] | None = None  # view() as last reported, None while absent
+
+    def lease_active(self, now: float) -> bool:
+        return self.lease_ip is not None and (
+            self.lease_expiry == 0 or (self.lease_expiry or 0) > now
+        )
+
+    def address(self, now: float) -> str | None:
+        return self.lease_ip if self.lease_active(now) else self.neigh_ip
+
+    def is_present(self, now: float) -> bool:
+        if self.unreachable:
+            return False
+        return self.lease_active(now) or (
+            self.neigh_ip is not None and self.neigh_state in ALIVE_STATES
+        )
+
+    @property
+    def name(self) -> str:
+        return self.reservation or self.hostname or self.mac
+
+    def view(self, now: float) -> dict[str, Any]:
+        """Fields whose change is worth a ``device_changed`` event."""
+        return {
+            "ip": self.address(now),
+            "hostname": self.hostname,
+            "name": self.name,
+            "role": self.role,
+        }
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "mac": self.mac,
+            "ip": self.address(now),
+            "name": self.name,
+            "role": self.role,
+            "reservation": self.reservation,
+            "reason": self.reason,
+            "hostname": self.hostname,
+            "present": self.present,
+            "lease_ip": self.lease_ip if self.lease_active(now) else None,
+            "lease_expiry": self.lease_expiry if self.lease_active(now) else None,
+            "neighbour": self.neigh_state,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+        }
+
+
+def _pool_range(pool: tuple[str, str] | None) -> tuple[int, int] | None:
+    if pool is None:
+        return None
+    start, end = (int(ipaddress.IPv4Address(a)) for a in pool)
+    if end < start:
+        raise ValueError("pool end is below pool start")
+    return start, end
+
+
+class DeviceRegistry:
+    """See the module doc for the exact meaning of every event."""
+
+    def __init__(
+        self,
+        settings: InventorySettings | None = None,
+        reservations: Iterable[Reservation] = (),
+        pool: tuple[str, str] | None = None,
+    ) -> None:
+        self._settings = settings or InventorySettings()
+        self._reservations: tuple[Reservation, ...] = tuple(reservations)
+        self._pool = _pool_range(pool)
+        self._devices: dict[str, _Device] = {}
+        self._unknown_reported: dict[str, None] = {}  # ordered set
+        # ip -> (mac, state, when), the kernel's view of the LAN
+        self._neigh: dict[str, tuple[str, str, float]] = {}
+        self._conflicts: dict[str, frozenset[str]] = {}  # ip -> macs, current
+        self._conflict_reported: dict[tuple[str, frozenset[str]], float] = {}
+        self._pool_used = 0
+        self._pool_warned = False
+        self._pool_exhausted = False
+        self._now = 0.0
+
+    # ------------------------------------------------------------------ inputs
+
+    def configure(
+        self,
+        settings: InventorySettings,
+        reservations: Iterable[Reservation],
+        pool: tuple[str, str] | None,
+        now: float,
+    ) -> list[Event]:
+        """New configuration: re-classify every device (a changed name/role is reported)."""
+        self._settings = settings
+        self._reservations = tuple(reservations)
+        self._pool = _pool_range(pool)
+        self._now = now
+        for device in self._devices.values():
+            self._classify(device)
+        events = self._diff(now)
+        events += self._pool_events(now)
+        return events
+
+    def apply_leases(self, snapshot: LeaseSnapshot, now: float) -> list[Event]:
+        """Replace the lease view with ``snapshot`` (the whole file).
+
+        A snapshot with ``error`` set (unreadable file) changes nothing: an I/O problem must
+        not look like every device leaving. Neither does one read while the file kept
+        changing (``stable`` False): the writer's last write triggers another read. A
+        ``missing`` file means no leases.
+        """
+        if snapshot.error is not None or not snapshot.stable:
+            return []
+        self._now = now
+        current: dict[str, Lease] = {}
+        for lease in snapshot.leases:
+            if not lease.active(now):
+                continue
+            old = current.get(lease.mac)
+            if old is None or _later(lease.expiry, old.expiry):
+                current[lease.mac] = lease
+        touched = {m for m, d in self._devices.items() if d.lease_ip is not None} | set(current)
+        for mac in touched:
+            device = self._device(mac, now)
+            held = current.get(mac)
+            if held is None:
+                device.lease_ip = device.lease_expiry = None
+                continue
+            renewed = held.expiry != device.lease_expiry or held.ip != device.lease_ip
+            if renewed:
+                device.last_seen = now
+                device.unreachable = False  # a DHCP renewal is proof of life
+            if held.ip != device.lease_ip:
+                device.lease_since = now
+            device.lease_ip, device.lease_expiry = held.ip, held.expiry
+            device.hostname = held.hostname
+            self._classify(device)
+        events = self._diff(now, default_reason="lease ended")
+        events += self._conflict_events(now)
+        events += self._pool_events(now)
+        self._evict()
+        return events
+
+    def apply_vendor_class(self, mac: str, vendor_class: str | None, now: float) -> list[Event]:
+        """Record a DHCP vendor class learnt elsewhere (dnsmasq hotplug script)."""
+        device = self._devices.get(mac.lower())
+        if device is None:
+            return []
+        device.vendor_class = vendor_class
+        self._classify(device)
+        return self._diff(now)
+
+    def apply_neighbour(self, update: NeighbourUpdate, now: float) -> list[Event]:
+        """One kernel neighbour update for the LAN device."""
+        self._now = now
+        ip = update.ip
+        previous = self._neigh.get(ip)
+        mac = (update.mac or "").lower() or (previous[0] if previous else None)
+        if mac is None:
+            mac = self._lease_holder(ip, now)
+        affected: set[str] = set()
+        if previous is not None:
+            affected.add(previous[0])
+        if mac is not None and (mac in self._devices or update.state in ALIVE_STATES):
+            affected.add(mac)
+        reason = "neighbour failed"
+        if previous is not None and mac is not None and previous[0] != mac:
+            reason = "address taken by another device"
+        if update.deleted:
+            self._neigh.pop(ip, None)
+            reason = "neighbour entry removed"
+            for m in affected:
+                device = self._devices.get(m)
+                if device is not None and device.neigh_ip == ip:
+                    device.neigh_ip, device.neigh_state = None, UNKNOWN
+        else:
+            if previous is not None and mac is not None and previous[0] != mac:
+                old = self._devices.get(previous[0])
+                if old is not None and old.neigh_ip == ip:
+                    old.neigh_ip, old.neigh_state = None, UNKNOWN  # the kernel moved the IP
+            if mac is not None:
+                seen = now
+                if previous is not None and previous[0] == mac and update.state != REACHABLE:
+                    seen = previous[2]  # a timer transition, not new evidence of a claim
+                self._neigh[ip] = (mac, update.state, seen)
+                if mac in affected:
+                    fresh = update.mac is not None and (
+                        update.state == REACHABLE
+                        or previous is None
+                        or previous[0] != mac
+                        or previous[1] not in ALIVE_STATES
+                    )
+                    self._note_neighbour(
+                        self._device(mac, now), ip, update.state, update.mac is not None, fresh, now
+                    )
+        events = self._diff(now, default_reason=reason)
+        events += self._conflict_events(now)
+        self._evict()
+        return events
+
+    def expire(self, now: float) -> list[Event]:
+        """Re-evaluate lease expiry at ``now`` (call now and then, e.g. every minute)."""
+        self._now = now
+        events = self._diff(now, default_reason="lease ended")
+        events += self._conflict_events(now)
+        events += self._pool_events(now)
+        return events
+
+    def probe_candidates(self, now: float, quiet_for: float = PROBE_QUIET_S) -> list[str]:
+        """Addresses the daemon should ``NeighbourWatcher.probe`` now.
+
+        A device counts as present on a lease or a STALE neighbour entry, but an unplugged
+        unit keeps its 24 h lease and a STALE entry is never re-checked without traffic.
+        So every present device not heard from (neighbour REACHABLE, ARP, lease renewal) for
+        ``quiet_for`` seconds is probed, at most once per ``quiet_for``; the answer (REACHABLE
+        or FAILED) arrives as neighbour updates. Call it about once a minute.
+        """
+        self._now = now
+        out: list[str] = []
+        for device in self._devices.values():
+            ip = device.address(now)
+            if not device.present or ip is None or device.neigh_state == REACHABLE:
+                continue
+            if now - device.last_seen < quiet_for or now - device.last_probe < quiet_for:
+                continue
+            device.last_probe = now
+            out.append(ip)
+        return sorted(out, key=_ip_key)
+
+    # ----------------------------------------------------------------- queries
+
+    def address_of(self, mac: str) -> str | None:
+        """Current IP of a present device, for port forwards that follow a device.
+
+        None when the device is gone or its address is in conflict: a forward then stays
+        closed instead of pointing at whoever inherits or steals the address.
+        """
+        device = self._devices.get(mac.lower())
+        if device is None or not device.present:
+            return None
+        ip = device.address(self._now)
+        if ip is None or ip in self._conflicts:
+            return None
+        return ip
+
+    def address_of_reservation(self, name: str) -> str | None:
+        """Like ``address_of`` for the present device matching reservation ``name``."""
+        for device in self._devices.values():
+            if device.reservation == name and device.present:
+                return self.address_of(device.mac)
+        return None
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Every tracked device, JSON-ready: display, units, unknown; then by IP and MAC."""
+        now = self._now
+        return [
+            d.as_dict(now)
+            for d in sorted(
+                self._devices.values(),
+                key=lambda d: (
+                    not d.present,
+                    _ROLE_ORDER.get(d.role, 9),
+                    _ip_key(d.address(now)),
+                    d.mac,
+                ),
+            )
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """The short answer for ``status``: display, units n/expected, strangers, pool."""
+        now = self._now
+        present = [d for d in self._devices.values() if d.present]
+        displays = sorted(
+            (d for d in present if d.role == ROLE_DISPLAY), key=lambda d: _ip_key(d.address(now))
+        )
+        units = sum(1 for d in present if d.role == ROLE_UNIT)
+        expected = self._settings.expected_units
+        unknown = sorted(
+            (d for d in present if d.role == ROLE_UNKNOWN), key=lambda d: _ip_key(d.address(now))
+        )
+        pool: dict[str, Any] | None = None
+        if self._pool is not None:
+            size = self._pool[1] - self._pool[0] + 1
+            pool = {
+                "start": str(ipaddress.IPv4Address(self._pool[0])),
+                "end": str(ipaddress.IPv4Address(self._pool[1])),
+                "used": self._pool_used,
+                "size": size,
+                "percent": round(self._pool_used * 100 / size, 1),
+            }
+        return {
+            "display": {
+                "present": bool(displays),
+                "ip": displays[0].address(now) if displays else None,
+                "mac": displays[0].mac if displays else None,
+            },
+            "units": {
+                "online": units,
+                "expected": expected,
+                "text": f"{units}/{expected}",
+                "complete": units >= expected,
+            },
+            "unknown": {
+                "count": len(unknown),
+                "devices": [
+                    {"mac": d.mac, "ip": d.address(now), "name": d.name}
+                    for d in unknown[:MAX_LISTED_UNKNOWN]
+                ],
+            },
+            "pool": pool,
+            "conflicts": [
+                {"ip": ip, "macs": sorted(macs)} for ip, macs in sorted(self._conflicts.items())
+            ],
+        }
+
+    # ---------------------------------------------------------------- internals
+
+    def _device(self, mac: str, now: float) -> _Device:
+        device = self._devices.get(mac)
+        if device is None:
+            device = _Device(mac=mac, first_seen=now, last_seen=now)
+            self._devices[mac] = device
+            self._classify(device)
+        return device
+
+    def _classify(self, device: _Device) -> None:
+        # Only a lease address identifies a MAC-less reservation: anyone can configure the
+        # display's address statically, only dnsmasq's reservation hands it out.
+        result = classify(
+            device.mac,
+            device.lease_ip if device.lease_active(self._now) else None,
+            device.hostname,
+            self._reservations,
+            self._settings,
+            device.vendor_class,
+        )
+        device.role, device.reservation, device.reason = (
+            result.role,
+            result.reservation,
+            result.reason,
+        )
+
+    def _note_neighbour(
+        self, device: _Device, ip: str, state: str, has_mac: bool, fresh: bool, now: float
+    ) -> None:
+        """``fresh``: this update shows the device itself was heard (not a timer change)."""
+        current = device.address(now)
+        lease_active = device.lease_active(now)
+        if current is None or ip == current or device.neigh_ip == ip:
+            device.neigh_ip, device.neigh_state = ip, state
+        elif not lease_active and state in ALIVE_STATES:
+            device.neigh_ip, device.neigh_state = ip, state  # a static device moved
+        else:
+            return  # an old address of a device that now has another: not about presence
+        if state == FAILED:
+            device.unreachable = True
+        elif state in ALIVE_STATES and has_mac:
+            device.unreachable = False  # the kernel heard from this MAC at this address
+        if fresh and state in ALIVE_STATES:
+            device.last_seen = now
+
+    def _lease_holder(self, ip: str, now: float) -> str | None:
+        for device in self._devices.values():
+            if device.lease_ip == ip and device.lease_active(now):
+                return device.mac
+        return None
+
+    def _diff(self, now: float, default_reason: str = "lease ended") -> list[Event]:
+        """Compare every device with what was last reported and emit the differences."""
+        events: list[Event] = []
+        for mac, device in self._devices.items():
+            present = device.is_present(now)
+            view = device.view(now) if present else None
+            was_present, old_view = device.present, device.shown
+            device.present, device.shown = present, view
+            data = self._event_data(device, now)
+            if present and not was_present:
+                events.append(Event("device_joined", now, "info", data))
+            elif was_present and not present:
+                reason = "neighbour failed" if device.unreachable else default_reason
+                severity = "info" if device.role == ROLE_UNKNOWN else "warning"
+                last_ip = old_view["ip"] if old_view is not None else data["ip"]
+                events.append(
+                    Event("device_left", now, severity, {**data, "ip": last_ip, "reason": reason})
+                )
+            elif present and old_view is not None and view is not None and old_view != view:
+                changes = {k: [old_view[k], v] for k, v in view.items() if old_view[k] != v}
+                events.append(Event("device_changed", now, "info", {**data, "changes": changes}))
+            if present and device.role == ROLE_UNKNOWN and mac not in self._unknown_reported:
+                self._unknown_reported[mac] = None
+                if len(self._unknown_reported) > MAX_UNKNOWN_REMEMBERED:
+                    self._unknown_reported.pop(next(iter(self._unknown_reported)))
+                events.append(Event("unknown_device", now, "warning", data))
+        return events
+
+    @staticmethod
+    def _event_data(device: _Device, now: float) -> dict[str, Any]:
+        return {
+            "mac": device.mac,
+            "ip": device.address(now),
+            "name": device.name,
+            "role": device.role,
+            "hostname": device.hostname,
+        }
+
+    def _claims(self, now: float) -> dict[str, set[str]]:
+        """ip -> MACs claiming it. A neighbour entry counts against a lease only when the
+        kernel saw it after that lease began: a leftover entry of the address's previous
+        holder is history, not a conflict."""
+        claims: dict[str, set[str]] = {}
+        since: dict[str, float] = {}
+        for device in self._devices.values():
+            if device.lease_active(now) and device.lease_ip is not None:
+                claims.setdefault(device.lease_ip, set()).add(device.mac)
+                since[device.lease_ip] = max(since.get(device.lease_ip, 0.0), device.lease_since)
+        for ip, (mac, state, seen) in self._neigh.items():
+            if state == FAILED or mac in claims.get(ip, ()):
+                continue
+            if ip not in since or seen >= since[ip]:
+                claims.setdefault(ip, set()).add(mac)
+        return claims
+
+    def _conflict_events(self, now: float) -> list[Event]:
+        conflicts = {ip: frozenset(macs) for ip, macs in self._claims(now).items() if len(macs) > 1}
+        events: list[Event] = []
+        for ip, macs in sorted(conflicts.items()):
+            key = (ip, macs)
+            last = self._conflict_reported.get(key)
+            if self._conflicts.get(ip) == macs:
+                continue
+            if last is not None and now - last < CONFLICT_REPEAT_S:
+                continue
+            self._conflict_reported[key] = now
+            names = [self._devices[m].name if m in self._devices else m for m in sorted(macs)]
+            events.append(
+                Event(
+                    "address_conflict",
+                    now,
+                    "warning",
+                    {"ip": ip, "macs": sorted(macs), "names": names},
+                )
+            )
+        self._conflicts = conflicts
+        if len(self._conflict_reported) > 4096:
+            cutoff = now - CONFLICT_REPEAT_S
+            self._conflict_reported = {
+                k: t for k, t in self._conflict_reported.items() if t >= cutoff
+            }
+        return events
+
+    def _pool_events(self, now: float) -> list[Event]:
+        if self._pool is None:
+            self._pool_used = 0
+            return []
+        start, end = self._pool
+        size = end - start + 1
+        used_ips = {
+            d.lease_ip
+            for d in self._devices.values()
+            if d.lease_ip is not None
+            and d.lease_active(now)
+            and start <= int(ipaddress.IPv4Address(d.lease_ip)) <= end
+        }
+        used = len(used_ips)
+        self._pool_used = used
+        percent = used * 100 / size
+        data = {"used": used, "size": size, "percent": round(percent, 1)}
+        events: list[Event] = []
+        threshold = self._settings.pool_warning_percent
+        if percent >= threshold:
+            if not self._pool_warned:
+                self._pool_warned = True
+                events.append(
+                    Event("pool_utilisation", now, "warning", {**data, "threshold": threshold})
+                )
+        else:
+            self._pool_warned = False
+        if used >= size:
+            if not self._pool_exhausted:
+                self._pool_exhausted = True
+                events.append(Event("pool_exhausted", now, "error", data))
+        else:
+            self._pool_exhausted = False
+        return events
+
+    def _evict(self) -> None:
+        excess = len(self._devices) - MAX_DEVICES
+        if excess <= 0:
+            return
+        absent = sorted(
+            (d for d in self._devices.values() if not d.present), key=lambda d: d.last_seen
+        )
+        for device in absent[:excess]:
+            del self._devices[device.mac]
+
+
+def _later(a: int, b: int) -> bool:
+    """Is expiry ``a`` later than ``b``? 0 means never expires."""
+    if a == 0:
+        return b != 0
+    return b != 0 and a > b
+
+
+def _ip_key(ip: str | None) -> int:
+    return int(ipaddress.IPv4Address(ip)) if ip else 1 << 33

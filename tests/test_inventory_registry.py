@@ -1,0 +1,402 @@
+"""The device registry: roles, presence, and events a technician or the portal would notice."""
+
+from __future__ import annotations
+
+import json
+from typing import cast
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from energyhubd.inventory.classify import classify
+from energyhubd.inventory.events import Event
+from energyhubd.inventory.leases import Lease, LeaseSnapshot, parse_leases
+from energyhubd.inventory.neighbour import NeighbourUpdate
+from energyhubd.inventory.registry import CONFLICT_REPEAT_S, DeviceRegistry
+from energyhubd.inventory.settings import InventorySettings
+
+DISPLAY_MAC = "02:00:5e:10:00:01"
+STRANGER = "de:ad:be:ef:00:01"
+RESERVATIONS = [("display", DISPLAY_MAC, "192.168.254.200"), ("unit1", None, "192.168.254.201")]
+SETTINGS = InventorySettings(
+    expected_units=3, unit_mac_prefixes=("02:00:5e:20",), unit_vendor_classes=("ferroamp-eh",)
+)
+T0 = 1_700_000_000.0
+DAY = 86400
+
+
+def lease(mac: str, ip: str, host: str | None = None, expiry: float = T0 + DAY) -> Lease:
+    return Lease(int(expiry), mac, ip, host, None)
+
+
+def snap(*leases: Lease) -> LeaseSnapshot:
+    return LeaseSnapshot(leases=tuple(leases))
+
+
+def kinds(events: list[Event]) -> list[str]:
+    return [e.kind for e in events]
+
+
+def site() -> tuple[DeviceRegistry, LeaseSnapshot]:
+    registry = DeviceRegistry(SETTINGS, RESERVATIONS, ("192.168.254.200", "192.168.254.244"))
+    full = snap(
+        lease(DISPLAY_MAC, "192.168.254.200", "Display"),
+        lease("02:00:5e:30:00:11", "192.168.254.201", "unit1"),  # reservation by host name
+        lease("02:00:5e:20:00:12", "192.168.254.202", None),  # MAC prefix
+        lease("02:00:5e:30:00:13", "192.168.254.203", "EnergyHub-3"),  # host name glob
+    )
+    return registry, full
+
+
+def test_display_and_units_are_recognised() -> None:
+    registry, full = site()
+    events = registry.apply_leases(full, T0)
+    assert kinds(events) == ["device_joined"] * 4
+    roles = {d["mac"]: (d["role"], d["name"]) for d in registry.devices()}
+    assert roles[DISPLAY_MAC] == ("display", "display")
+    assert roles["02:00:5e:30:00:11"] == ("unit", "unit1")
+    assert roles["02:00:5e:20:00:12"] == ("unit", "02:00:5e:20:00:12")
+    assert roles["02:00:5e:30:00:13"] == ("unit", "EnergyHub-3")
+    summary = registry.summary()
+    assert summary["display"] == {"present": True, "ip": "192.168.254.200", "mac": DISPLAY_MAC}
+    assert summary["units"]["text"] == "3/3" and summary["units"]["complete"]
+    assert summary["unknown"]["count"] == 0
+    assert summary["pool"]["used"] == 4 and summary["pool"]["size"] == 45
+    json.dumps(registry.devices()), json.dumps(summary)  # JSON-ready
+
+
+def test_missing_unit_shows_in_count() -> None:
+    registry, full = site()
+    registry.apply_leases(snap(*full.leases[:3]), T0)
+    assert registry.summary()["units"]["text"] == "2/3"
+    assert not registry.summary()["units"]["complete"]
+
+
+def test_vendor_class_makes_a_unit() -> None:
+    registry, _ = site()
+    registry.apply_leases(snap(lease("0a:00:00:00:00:09", "192.168.254.230", "hub")), T0)
+    events = registry.apply_vendor_class("0A:00:00:00:00:09", "ferroamp-eh", T0 + 1)
+    assert kinds(events) == ["device_changed"]
+    assert events[0].data["changes"]["role"] == ["unknown", "unit"]
+
+
+def test_unknown_device_reported_once_per_mac() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    with_stranger = snap(*full.leases, lease(STRANGER, "192.168.254.220", "laptop"))
+    events = registry.apply_leases(with_stranger, T0 + 10)
+    assert kinds(events) == ["device_joined", "unknown_device"]
+    assert events[1].severity == "warning" and events[1].data["hostname"] == "laptop"
+    assert registry.summary()["unknown"]["devices"][0]["mac"] == STRANGER
+    # Renewal: same lease with a later expiry -> nothing new.
+    renewed = snap(*full.leases, lease(STRANGER, "192.168.254.220", "laptop", T0 + 2 * DAY))
+    assert registry.apply_leases(renewed, T0 + 3600) == []
+    # Leaves and comes back: left + joined, but no second unknown_device.
+    assert kinds(registry.apply_leases(full, T0 + 7200)) == ["device_left"]
+    assert kinds(registry.apply_leases(renewed, T0 + 7300)) == ["device_joined"]
+
+
+def test_ip_move_is_a_change_and_forwards_follow() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    assert registry.address_of("02:00:5e:20:00:12") == "192.168.254.202"
+    moved = snap(*full.leases[:2], lease("02:00:5e:20:00:12", "192.168.254.210"), full.leases[3])
+    events = registry.apply_leases(moved, T0 + 60)
+    assert kinds(events) == ["device_changed"]
+    assert events[0].data["changes"] == {"ip": ["192.168.254.202", "192.168.254.210"]}
+    assert registry.address_of("02:00:5e:20:00:12") == "192.168.254.210"
+    assert registry.address_of_reservation("display") == "192.168.254.200"
+
+
+def test_lease_gone_means_left_and_address_is_withdrawn() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    events = registry.apply_leases(snap(*full.leases[1:]), T0 + 60)
+    assert kinds(events) == ["device_left"]
+    assert events[0].data["reason"] == "lease ended" and events[0].severity == "warning"
+    assert registry.address_of(DISPLAY_MAC) is None
+    assert not registry.summary()["display"]["present"]
+    # A stranger inheriting the address is not the display and gets no forward.
+    events = registry.apply_leases(
+        snap(*full.leases[1:], lease(STRANGER, "192.168.254.200", "display")), T0 + 120
+    )
+    assert kinds(events) == ["device_joined", "unknown_device"]
+    assert registry.address_of(DISPLAY_MAC) is None
+    assert registry.address_of_reservation("display") is None
+
+
+def test_lease_expiry_without_file_change() -> None:
+    registry, _ = site()
+    registry.apply_leases(snap(lease(DISPLAY_MAC, "192.168.254.200", expiry=T0 + 100)), T0)
+    assert registry.expire(T0 + 99) == []
+    events = registry.expire(T0 + 100)
+    assert kinds(events) == ["device_left"]
+
+
+def test_infinite_lease_never_expires() -> None:
+    registry, _ = site()
+    registry.apply_leases(snap(lease(DISPLAY_MAC, "192.168.254.200", expiry=0)), T0)
+    assert registry.expire(T0 + 10 * 365 * DAY) == []
+
+
+def test_neighbour_failed_means_left_until_proof_of_life() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    ip = "192.168.254.203"
+    mac = "02:00:5e:30:00:13"
+    assert registry.apply_neighbour(NeighbourUpdate(ip, mac, "reachable"), T0 + 1) == []
+    events = registry.apply_neighbour(NeighbourUpdate(ip, None, "failed"), T0 + 2)
+    assert kinds(events) == ["device_left"] and events[0].data["reason"] == "neighbour failed"
+    assert registry.summary()["units"]["text"] == "2/3"
+    assert registry.address_of(mac) is None
+    # The kernel garbage-collects the failed entry: that is not proof of life.
+    assert registry.apply_neighbour(NeighbourUpdate(ip, None, "failed", deleted=True), T0 + 3) == []
+    # It talks again: back.
+    events = registry.apply_neighbour(NeighbourUpdate(ip, mac, "stale"), T0 + 4)
+    assert kinds(events) == ["device_joined"]
+    registry.apply_neighbour(NeighbourUpdate(ip, None, "failed"), T0 + 5)
+    # A DHCP renewal (new expiry) is proof of life too.
+    renewed = snap(*full.leases[:3], lease(mac, ip, "EnergyHub-3", T0 + 2 * DAY))
+    assert kinds(registry.apply_leases(renewed, T0 + 6)) == ["device_joined"]
+
+
+def test_static_stranger_seen_only_in_neighbour_table() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    events = registry.apply_neighbour(NeighbourUpdate("192.168.254.50", STRANGER, "reachable"), T0)
+    assert kinds(events) == ["device_joined", "unknown_device"]
+    events = registry.apply_neighbour(
+        NeighbourUpdate("192.168.254.50", None, "unknown", deleted=True), T0 + 60
+    )
+    assert kinds(events) == ["device_left"]
+    assert events[0].data["reason"] == "neighbour entry removed"
+
+
+def test_address_conflict_from_neighbour_table() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    display_ip = "192.168.254.200"
+    registry.apply_neighbour(NeighbourUpdate(display_ip, DISPLAY_MAC, "reachable"), T0)
+    events = registry.apply_neighbour(NeighbourUpdate(display_ip, STRANGER, "reachable"), T0 + 1)
+    assert "address_conflict" in kinds(events)
+    conflict = next(e for e in events if e.kind == "address_conflict")
+    assert conflict.data["ip"] == display_ip
+    assert conflict.data["macs"] == sorted([DISPLAY_MAC, STRANGER])
+    assert registry.summary()["conflicts"] == [{"ip": display_ip, "macs": conflict.data["macs"]}]
+    assert registry.address_of(DISPLAY_MAC) is None  # no forward to a contested address
+    # ARP flip-flop while the fight goes on: not reported again.
+    for i in range(5):
+        registry.apply_neighbour(NeighbourUpdate(display_ip, DISPLAY_MAC, "reachable"), T0 + 2 + i)
+        again = registry.apply_neighbour(
+            NeighbourUpdate(display_ip, STRANGER, "reachable"), T0 + 2.5 + i
+        )
+        assert "address_conflict" not in kinds(again)
+    later = T0 + CONFLICT_REPEAT_S + 100
+    registry.apply_neighbour(NeighbourUpdate(display_ip, DISPLAY_MAC, "reachable"), later)
+    assert registry.address_of(DISPLAY_MAC) == display_ip
+    events = registry.apply_neighbour(NeighbourUpdate(display_ip, STRANGER, "reachable"), later + 1)
+    assert "address_conflict" in kinds(events)
+
+
+def test_address_conflict_from_leases() -> None:
+    registry, full = site()
+    events = registry.apply_leases(snap(*full.leases, lease(STRANGER, "192.168.254.202", "x")), T0)
+    conflicts = [e for e in events if e.kind == "address_conflict"]
+    assert len(conflicts) == 1 and conflicts[0].data["ip"] == "192.168.254.202"
+
+
+def test_pool_warning_once_and_exhaustion() -> None:
+    settings = InventorySettings(pool_warning_percent=80)
+    registry = DeviceRegistry(settings, [], ("192.168.254.200", "192.168.254.209"))
+    leases = [lease(f"0a:00:00:00:00:{i:02x}", f"192.168.254.{200 + i}") for i in range(10)]
+    outside = lease("0a:00:00:00:01:00", "192.168.254.20")  # static range: not the pool
+
+    def pool_kinds(n: int, t: float) -> list[str]:
+        events = registry.apply_leases(snap(*leases[:n], outside), t)
+        return [k for k in kinds(events) if k.startswith("pool")]
+
+    assert pool_kinds(7, T0) == []
+    assert pool_kinds(8, T0 + 1) == ["pool_utilisation"]
+    assert pool_kinds(9, T0 + 2) == []  # still above: not repeated
+    assert pool_kinds(8, T0 + 3) == []
+    assert pool_kinds(10, T0 + 4) == ["pool_exhausted"]
+    assert registry.summary()["pool"]["percent"] == 100.0
+    assert pool_kinds(5, T0 + 5) == []
+    assert pool_kinds(8, T0 + 6) == ["pool_utilisation"]  # re-armed after dropping below
+
+
+def test_unreadable_snapshot_changes_nothing() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    assert registry.apply_leases(LeaseSnapshot(error="EACCES"), T0 + 1) == []
+    assert registry.summary()["units"]["text"] == "3/3"
+    assert kinds(registry.apply_leases(LeaseSnapshot(missing=True), T0 + 2)) == ["device_left"] * 4
+
+
+def test_display_reservation_without_mac() -> None:
+    reservations = [("display", None, "192.168.254.200")]
+    for mac, ip, host in (
+        ("0a:00:00:00:00:01", "192.168.254.200", None),
+        ("0a:00:00:00:00:01", "192.168.254.230", "DISPLAY"),
+    ):
+        assert classify(mac, ip, host, reservations, SETTINGS).role == "display"
+    with_mac = [("display", DISPLAY_MAC, "192.168.254.200")]
+    assert classify(STRANGER, "192.168.254.200", "display", with_mac, SETTINGS).role == "unknown"
+
+
+def test_reconfigure_renames_devices() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    events = registry.configure(
+        SETTINGS, [*RESERVATIONS, ("unit3", "02:00:5e:30:00:13", "192.168.254.203")], None, T0 + 1
+    )
+    assert kinds(events) == ["device_changed"]
+    assert events[0].data["changes"] == {"name": ["EnergyHub-3", "unit3"]}
+
+
+def test_parsed_hostile_file_feeds_the_registry() -> None:
+    data = (
+        b"0 de:ad:be:ef:00:02 192.168.254.240 $(reboot)\n\x1b[31m *\n"
+        b"0 de:ad:be:ef:00:02 192.168.254.240 $(reboot)\xff *\n"
+    )
+    registry, _ = site()
+    events = registry.apply_leases(parse_leases(data), T0)
+    unknown = next(e for e in events if e.kind == "unknown_device")
+    assert "$" not in unknown.data["name"] and "\\xff" in unknown.data["name"]
+
+
+def test_leftover_neighbour_entry_of_previous_holder_is_not_a_conflict() -> None:
+    registry, full = site()
+    ip = "192.168.254.220"
+    registry.apply_leases(snap(*full.leases, lease(STRANGER, ip, "old")), T0)
+    registry.apply_neighbour(NeighbourUpdate(ip, STRANGER, "reachable"), T0 + 1)
+    registry.apply_neighbour(NeighbourUpdate(ip, STRANGER, "stale"), T0 + 30)
+    # The old holder released the address; dnsmasq later gives it to a new unit. The kernel
+    # still has the old holder's STALE entry (and may move it to DELAY on its timer).
+    new = "02:00:5e:20:00:99"
+    events = registry.apply_leases(snap(*full.leases, lease(new, ip)), T0 + 600)
+    registry.apply_neighbour(NeighbourUpdate(ip, STRANGER, "delay"), T0 + 601)
+    assert "address_conflict" not in kinds(events)
+    assert registry.summary()["conflicts"] == []
+    assert registry.address_of(new) == ip
+    # The new unit answers ARP: the entry moves to it; still no conflict.
+    events = registry.apply_neighbour(NeighbourUpdate(ip, new, "reachable"), T0 + 602)
+    assert "address_conflict" not in kinds(events)
+    # But the old holder shows up again on that address: that is a conflict.
+    events = registry.apply_neighbour(NeighbourUpdate(ip, STRANGER, "reachable"), T0 + 700)
+    assert "address_conflict" in kinds(events)
+    assert registry.address_of(new) is None
+
+
+def test_quiet_devices_are_probed_and_an_unplugged_unit_leaves() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    ip, mac = "192.168.254.203", "02:00:5e:30:00:13"
+    assert registry.probe_candidates(T0 + 10) == []  # just heard from (lease seen)
+    registry.apply_neighbour(NeighbourUpdate(ip, mac, "reachable"), T0 + 60)
+    registry.apply_neighbour(NeighbourUpdate(ip, mac, "stale"), T0 + 90)  # timer, not news
+    candidates = registry.probe_candidates(T0 + 200)
+    assert ip in candidates and "192.168.254.200" in candidates  # never seen in ARP either
+    assert registry.probe_candidates(T0 + 210) == []  # not again right away
+    # The probe goes unanswered: the unit is unplugged although its lease runs for a day.
+    events = registry.apply_neighbour(NeighbourUpdate(ip, None, "failed"), T0 + 205)
+    assert kinds(events) == ["device_left"]
+    assert registry.summary()["units"]["text"] == "2/3"
+
+
+def test_released_static_leftover_is_probed_then_leaves() -> None:
+    registry, _ = site()
+    ip = "192.168.254.60"
+    registry.apply_neighbour(NeighbourUpdate(ip, STRANGER, "reachable"), T0)
+    registry.apply_neighbour(NeighbourUpdate(ip, STRANGER, "stale"), T0 + 30)
+    assert registry.summary()["unknown"]["count"] == 1  # a STALE entry alone still counts
+    assert registry.probe_candidates(T0 + 500) == [ip]
+    events = registry.apply_neighbour(NeighbourUpdate(ip, None, "failed"), T0 + 501)
+    assert kinds(events) == ["device_left"]
+
+
+def test_torn_read_changes_nothing() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    torn = LeaseSnapshot(leases=full.leases[:1], stable=False)
+    assert registry.apply_leases(torn, T0 + 1) == []
+    assert registry.summary()["units"]["text"] == "3/3"
+
+
+def test_static_squatter_on_display_address_is_not_the_display() -> None:
+    registry = DeviceRegistry(SETTINGS, [("display", None, "192.168.254.200")], None)
+    events = registry.apply_neighbour(NeighbourUpdate("192.168.254.200", STRANGER, "reachable"), T0)
+    assert kinds(events) == ["device_joined", "unknown_device"]
+    assert not registry.summary()["display"]["present"]
+    # The real display gets the reserved address from dnsmasq (matched by lease address).
+    registry.apply_leases(snap(lease(DISPLAY_MAC, "192.168.254.200", None)), T0 + 1)
+    assert registry.summary()["display"]["mac"] == DISPLAY_MAC
+
+
+def test_left_event_names_the_address_it_had() -> None:
+    registry, full = site()
+    registry.apply_leases(full, T0)
+    events = registry.apply_leases(snap(*full.leases[1:]), T0 + 5)
+    assert events[0].data["ip"] == "192.168.254.200"
+
+
+MACS = [DISPLAY_MAC, "02:00:5e:20:00:12", STRANGER, "de:ad:be:ef:00:02"]
+IPS = ["192.168.254.200", "192.168.254.201", "192.168.254.202", "192.168.254.50"]
+STATES = ["reachable", "stale", "delay", "probe", "failed", "unknown"]
+
+step = st.one_of(
+    st.lists(
+        st.tuples(st.sampled_from(MACS), st.sampled_from(IPS), st.integers(0, 3)), max_size=4
+    ).map(lambda leases: ("leases", leases)),
+    st.tuples(
+        st.sampled_from(IPS),
+        st.one_of(st.none(), st.sampled_from(MACS)),
+        st.sampled_from(STATES),
+        st.booleans(),
+    ).map(lambda n: ("neigh", n)),
+    st.just(("expire", None)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, max_size=40))
+def test_event_invariants_hold_for_any_history(steps: list[tuple[str, object]]) -> None:
+    registry = DeviceRegistry(SETTINGS, RESERVATIONS, ("192.168.254.200", "192.168.254.209"))
+    present: set[str] = set()
+    unknown_reported: set[str] = set()
+    now = T0
+    for kind, arg in steps:
+        now += 50
+        if kind == "leases":
+            assert isinstance(arg, list)
+            expiries = [0, now + 100, now + DAY, now - 1]
+            events = registry.apply_leases(
+                snap(*(lease(m, ip, None, expiries[e]) for m, ip, e in arg)), now
+            )
+        elif kind == "neigh":
+            assert isinstance(arg, tuple)
+            ip, mac, state, deleted = cast(tuple[str, str | None, str, bool], arg)
+            if state in ("failed", "unknown") or deleted:
+                mac = None
+            events = registry.apply_neighbour(NeighbourUpdate(ip, mac, state, 0, deleted), now)
+        else:
+            events = registry.expire(now)
+        for event in events:
+            mac = event.data.get("mac")
+            if event.kind == "device_joined":
+                assert mac not in present
+                present.add(mac)
+            elif event.kind == "device_left":
+                assert mac in present
+                present.discard(mac)
+            elif event.kind == "unknown_device":
+                assert mac not in unknown_reported  # once per MAC, ever
+                unknown_reported.add(mac)
+            elif event.kind == "device_changed":
+                assert mac in present and event.data["changes"]
+        listed = {d["mac"] for d in registry.devices() if d["present"]}
+        assert listed == present
+        for mac in MACS:
+            if mac not in present:
+                assert registry.address_of(mac) is None
+        json.dumps(registry.summary())
