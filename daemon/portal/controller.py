@@ -1,0 +1,180 @@
+"""Glue for pushed configuration: decide -> persist -> apply -> confirm or roll back -> report.
+
+Runs entirely on the daemon thread (wire ``PortalLink``'s ``on_desired`` / ``on_round_trip`` /
+``on_state`` callbacks to the methods here and call :meth:`tick` about once a second). The
+network work itself stays with the daemon through two callbacks:
+
+* ``apply(document, config)``: make the validated push the running policy; raise on failure;
+* ``restore(last_good)``: re-apply the whole last good document (``None`` means "the local
+  configuration", for a device that never had a confirmed push) - netplan-style, no undo steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from energyhubd.config.errors import FieldError
+
+from . import confirm as cm
+from .link import LinkState
+from .push import APPLY, IGNORE, NOOP, REJECT, Decision, Seen, Validate, decide, digest_of
+from .settings import PortalSettings
+from .store import ConfigStore
+
+log = logging.getLogger(__name__)
+
+
+class PushController:
+    """One per daemon; owns the ConfirmMachine and the ConfigStore."""
+
+    def __init__(
+        self,
+        store: ConfigStore,
+        settings: PortalSettings,
+        device_id: str,
+        *,
+        apply: Callable[[dict[str, Any], object], None],
+        restore: Callable[[dict[str, Any] | None], None],
+        publish_reported: Callable[[dict[str, Any]], None],
+        request_round_trip: Callable[[int, bool], None],
+        validate: Validate | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.device_id = device_id
+        self._apply = apply
+        self._restore = restore
+        self._publish_reported = publish_reported
+        self._request_round_trip = request_round_trip
+        self._validate = validate
+        self._clock = clock
+        self._wall = wall
+        last_good = store.load_last_good()
+        self.applied: Seen | None = None
+        if last_good is not None:
+            self.applied = Seen(int(last_good.get("version", 0)), digest_of(last_good))
+        self.machine = cm.ConfirmMachine(
+            window=settings.confirm_window,
+            applied_version=None if self.applied is None else self.applied.version,
+        )
+        self._candidate: Seen | None = None
+        self._wall_deadline: float | None = None
+        self._deferred: bytes | None = None
+
+    @property
+    def applied_version(self) -> int | None:
+        """Plain int read; safe to hand to ``PortalLink(applied_version=...)``."""
+        return self.machine.applied_version
+
+    def startup(self) -> bool:
+        """Call once at start, before the daemon applies anything. True if a candidate left by a
+        crash / kill -9 / reboot during its confirm window was rolled back (``restore`` called).
+        Always queues a ``config/reported`` so the portal learns the state after a restart."""
+        marker = self.store.pending()
+        if marker is None:
+            self._report()
+            return False
+        candidate = self.store.load_candidate()
+        if candidate is not None and marker.version >= 0:
+            self._candidate = Seen(marker.version, digest_of(candidate))
+        self._run(self.machine.recovered_after_restart(marker.version, self._wall()))
+        return True
+
+    def on_desired(self, payload: bytes) -> Decision:
+        """A document arrived on ``config/desired``."""
+        if self.machine.state == cm.PENDING_CONFIRM:
+            # Judge it once the current candidate is confirmed or rolled back.
+            self._deferred = payload
+            return Decision("defer", reason="a previous push awaits confirmation")
+        failed = self.store.failed()
+        decision = decide(
+            payload,
+            applied=self.applied,
+            failed=None if failed is None else Seen(*failed),
+            device_id=self.device_id,
+            max_bytes=self.settings.max_push_bytes,
+            max_depth=self.settings.max_push_depth,
+            validate=self._validate,
+        )
+        log.info("push %s: %s (%s)", decision.version, decision.action, decision.reason)
+        if decision.action == NOOP:
+            self._report()
+        elif (
+            decision.action == IGNORE
+            and failed is not None
+            and decision.version == failed[0]
+            and self.machine.desired_version != decision.version
+        ):
+            # E.g. after a restart: tell the portal why its desired version is not running.
+            error = FieldError("version", decision.reason)
+            self._run(self.machine.rejected(decision.version, [error], self._wall()))
+        elif decision.action == REJECT:
+            if decision.version is not None and decision.digest is not None:
+                self.store.record_failed(decision.version, decision.digest)
+            self._run(self.machine.rejected(decision.version, list(decision.errors), self._wall()))
+        elif decision.action == APPLY:
+            self._apply_decision(decision)
+        return decision
+
+    def _apply_decision(self, decision: Decision) -> None:
+        assert decision.document is not None and decision.version is not None
+        assert decision.digest is not None
+        wall = self._wall()
+        self._wall_deadline = wall + self.settings.confirm_window if decision.confirm else None
+        self.store.save_candidate(decision.document, self._wall_deadline or wall)
+        self._candidate = Seen(decision.version, decision.digest)
+        try:
+            self._apply(decision.document, decision.config)
+        except Exception as exc:
+            log.exception("applying pushed version %s failed", decision.version)
+            self._rollback()
+            error = FieldError("", f"apply failed: {type(exc).__name__}: {exc}")
+            self._run(self.machine.rejected(decision.version, [error], self._wall()))
+            return
+        self._run(
+            self.machine.applied(decision.version, decision.confirm, self._clock(), self._wall())
+        )
+
+    def on_round_trip(self, token: int) -> None:
+        self._run(self.machine.link_round_trip_ok(self._clock(), self._wall(), token))
+
+    def on_link_state(self, state: LinkState) -> None:
+        if state.connected and state.reason == "connected":
+            self._run(self.machine.link_up())
+
+    def tick(self) -> None:
+        self._run(self.machine.tick(self._clock(), self._wall()))
+
+    def _rollback(self) -> None:
+        candidate = self._candidate
+        self._restore(self.store.load_last_good())
+        self.store.discard_candidate()
+        if candidate is not None:
+            self.store.record_failed(candidate.version, candidate.digest)
+        self._candidate = None
+
+    def _report(self) -> None:
+        self._publish_reported(self.machine.reported(self._wall_deadline))
+
+    def _run(self, actions: list[cm.Action]) -> None:
+        for action in actions:
+            if action.kind == cm.CHECK_LINK and action.token is not None:
+                self._request_round_trip(action.token, action.fresh)
+            elif action.kind == cm.CONFIRM:
+                self.store.confirm()
+                self.applied = self._candidate
+                self._candidate = None
+                self._wall_deadline = None
+            elif action.kind == cm.ROLLBACK:
+                self._rollback()
+                self._wall_deadline = None
+            elif action.kind == cm.REPORT:
+                self._report()
+        if self.machine.state != cm.PENDING_CONFIRM and self._deferred is not None:
+            payload, self._deferred = self._deferred, None
+            self.on_desired(payload)

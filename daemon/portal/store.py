@@ -1,0 +1,142 @@
+"""Persistent last-good / candidate configuration with a crash-safe confirm marker.
+
+rpcd's rollback snapshot lives in RAM and is lost on reboot (BRIEF §3), so a config that cuts
+the router off and then crashes or reboots it would stay forever. Here the marker
+``pending.json`` is on flash: if the daemon starts and finds it, the candidate was never
+confirmed and the daemon must roll back to ``last-good.json`` (netplan-style: re-apply the whole
+last good config, not undo steps).
+
+Every write is atomic (temp file in the same directory, fsync, rename, fsync directory) and is
+skipped when the bytes on disk are already identical, to spare the flash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from energyhubd.config.atomic import write_if_changed
+
+from .topics import dumps
+
+LAST_GOOD = "last-good.json"
+CANDIDATE = "candidate.json"
+PENDING = "pending.json"
+FAILED = "failed.json"
+
+
+@dataclass(frozen=True)
+class PendingMarker:
+    """A candidate is applied but not confirmed; ``deadline`` is wall-clock epoch seconds."""
+
+    version: int
+    deadline: float
+
+
+class StoreError(Exception):
+    """A stored file exists but cannot be read back (corrupt flash, hand edit)."""
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ConfigStore:
+    """Files under ``state_dir``; one instance per daemon, used from the daemon thread only."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.state_dir, name)
+
+    def write_atomic(self, name: str, data: bytes) -> bool:
+        """Replace ``name`` with ``data``; returns False (and writes nothing) if unchanged."""
+        return write_if_changed(self._path(name), data, mode=0o600)
+
+    def _remove(self, name: str) -> bool:
+        try:
+            os.unlink(self._path(name))
+        except FileNotFoundError:
+            return False
+        _fsync_dir(self.state_dir)
+        return True
+
+    def _read_json(self, name: str) -> Any:
+        try:
+            with open(self._path(name), "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise StoreError(f"{self._path(name)}: not valid JSON ({exc})") from exc
+
+    def load_last_good(self) -> dict[str, Any] | None:
+        """The last confirmed document, or None on a fresh device."""
+        doc = self._read_json(LAST_GOOD)
+        if doc is not None and not isinstance(doc, dict):
+            raise StoreError(f"{self._path(LAST_GOOD)}: not a JSON object")
+        return doc
+
+    def save_last_good(self, doc: dict[str, Any]) -> bool:
+        """Seed last-good (e.g. from the local config at first start)."""
+        return self.write_atomic(LAST_GOOD, dumps(doc))
+
+    def load_candidate(self) -> dict[str, Any] | None:
+        doc = self._read_json(CANDIDATE)
+        return doc if isinstance(doc, dict) else None
+
+    def save_candidate(self, doc: dict[str, Any], deadline: float) -> None:
+        """Persist the candidate, THEN the marker: a crash in between leaves no marker, and a
+        candidate without a marker is never used."""
+        version = doc.get("version", 0)
+        self.write_atomic(CANDIDATE, dumps(doc))
+        self.write_atomic(PENDING, dumps({"version": version, "deadline": deadline}))
+
+    def pending(self) -> PendingMarker | None:
+        """The unconfirmed-candidate marker; a marker we cannot read still means 'roll back'."""
+        try:
+            raw = self._read_json(PENDING)
+        except StoreError:
+            return PendingMarker(version=-1, deadline=0.0)
+        if raw is None:
+            return None
+        try:
+            return PendingMarker(version=int(raw["version"]), deadline=float(raw["deadline"]))
+        except (TypeError, KeyError, ValueError):
+            return PendingMarker(version=-1, deadline=0.0)
+
+    def confirm(self) -> bool:
+        """Candidate becomes last-good; the marker goes last so a crash never loses both."""
+        candidate = self.load_candidate()
+        if candidate is None:
+            return False
+        self.write_atomic(LAST_GOOD, dumps(candidate))
+        self._remove(PENDING)
+        self._remove(CANDIDATE)
+        return True
+
+    def discard_candidate(self) -> None:
+        """Rollback bookkeeping: marker first, so a crash mid-way still rolls back next time."""
+        self._remove(PENDING)
+        self._remove(CANDIDATE)
+
+    def record_failed(self, version: int, digest: str) -> None:
+        """Remember a rejected / rolled-back version so a re-delivered copy is not retried."""
+        self.write_atomic(FAILED, dumps({"version": version, "digest": digest}))
+
+    def failed(self) -> tuple[int, str] | None:
+        try:
+            raw = self._read_json(FAILED)
+            return int(raw["version"]), str(raw["digest"])
+        except (StoreError, TypeError, KeyError, ValueError):
+            return None
