@@ -75,13 +75,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from energyhubd.inventory.monitor import lease_addresses, lease_file_for
     from energyhubd.kernel.netlink import Netlink
     from energyhubd.kernel.nftables_exec import NftError, NftExecutor
     from energyhubd.policy.apply import apply_policy
 
     config = _load(args.config)
+    # Forwards that follow a device resolve from the current leases, as the daemon does.
+    live = lease_addresses(lease_file_for(config))
     try:
-        outcome = apply_policy(config, NftExecutor(), Netlink())
+        outcome = apply_policy(config, NftExecutor(), Netlink(), live)
     except NftError as exc:
         print(f"energyhubd: nftables refused the policy, nothing changed: {exc}", file=sys.stderr)
         return EXIT_FAIL

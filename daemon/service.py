@@ -22,10 +22,12 @@ from energyhubd.config.load import load_file, parse_document
 from energyhubd.config.model import Config
 from energyhubd.control.methods import MethodError, MethodTable
 from energyhubd.control.status import build_method_table, render_running_config
+from energyhubd.inventory.events import EventStream
+from energyhubd.inventory.monitor import InventoryMonitor, lease_file_for
 from energyhubd.kernel.dnsmasq import DnsmasqSupervisor
-from energyhubd.kernel.netlink import LinkEvents, Netlink
+from energyhubd.kernel.netlink import Netlink
 from energyhubd.kernel.nftables_exec import NftError, NftExecutor
-from energyhubd.kernel.nftmonitor import NftMonitor
+from energyhubd.kernel.nlevents import LinkEvents, NftMonitor
 from energyhubd.loop import EventLoop, Timer
 from energyhubd.policy import nft
 from energyhubd.policy.apply import apply_policy
@@ -75,7 +77,8 @@ class Daemon:
         self._link_timer: Timer | None = None
         self.snapshot: dict[str, Any] = {}
         self.methods: MethodTable = build_method_table(self)
-        self.lease_listeners: list[Callable[[], None]] = []
+        self.events = EventStream()
+        self.inventory: InventoryMonitor | None = None
 
     # -- start and stop -----------------------------------------------------------------
     def load_config(self) -> Config:
@@ -123,6 +126,8 @@ class Daemon:
             self.control.stop()
         if self.dnsmasq is not None:
             self.dnsmasq.stop()
+        if self.inventory is not None:
+            self.inventory.close()
         for closer in (self.monitor, self.link_events):
             if closer is not None:
                 closer.close()
@@ -173,11 +178,41 @@ class Daemon:
             outcome.seconds * 1000,
         )
         self._configure_dhcp(config)
+        self._configure_inventory(config)
         self.publish()
 
     def live_addresses(self) -> dict[str, str]:
-        """MAC -> current IP of devices seen alive (filled in by the inventory)."""
-        return {}
+        """MAC -> current IP of the devices on the LAN now (forwards follow them)."""
+        return self.inventory.live_addresses() if self.inventory else {}
+
+    # -- inventory ----------------------------------------------------------------------
+    def _configure_inventory(self, config: Config) -> None:
+        lease_file = lease_file_for(config)
+        if self.inventory is not None and self.inventory.lease_file != lease_file:
+            self.inventory.close()
+            self.inventory = None
+        if self.inventory is None:
+            try:
+                self.inventory = InventoryMonitor(
+                    self.loop, config, lease_file, self.events, self._inventory_changed
+                )
+            except OSError as exc:
+                log.error("device inventory not started: %s", exc)
+        else:
+            self.inventory.reconfigure(config)
+
+    def _inventory_changed(self) -> None:
+        """Devices moved: a forward that follows a device gets its new address atomically."""
+        if self.config is not None and self.applied_ruleset is not None:
+            targets = nft.resolve_targets(self.config, self.live_addresses())
+            desired = nft.compile_ruleset(self.config, targets)
+            if nft.normalise(desired) != nft.normalise(self.applied_ruleset):
+                try:
+                    self._apply(self.config, "device address changed")
+                except NftError as exc:
+                    log.error("forward update failed, previous rules kept: %s", exc)
+                return
+        self.publish()
 
     def reload(self, reason: str = "reload") -> dict[str, Any]:
         try:
@@ -232,8 +267,7 @@ class Daemon:
 
     def _on_link_event(self) -> None:
         assert self.link_events is not None
-        events = self.link_events.drain()
-        if events and self._link_timer is None:
+        if self.link_events.drain() and self._link_timer is None:
             self._link_timer = self.loop.call_later(LINK_DEBOUNCE, self._links_changed)
 
     def _links_changed(self) -> None:
@@ -281,8 +315,8 @@ class Daemon:
             self.dnsmasq_backoff = 1.0
 
     def leases_changed(self) -> None:
-        for listener in self.lease_listeners:
-            listener()
+        if self.inventory is not None:
+            self.inventory.leases_changed()
 
     # -- status -------------------------------------------------------------------------
     def publish(self) -> None:
@@ -342,6 +376,14 @@ class Daemon:
                 "server": server,
             },
         }
+        if self.inventory is not None:
+            status["inventory"] = {
+                **self.inventory.registry.summary(),
+                "lease_file": self.inventory.lease_file,
+                "lease_reads": self.inventory.lease_reads,
+            }
+            status["devices"] = self.inventory.registry.devices()
+        status["events"] = self.events.history(limit=20)
         targets = nft.resolve_targets(config, self.live_addresses())
         status["forwards"] = [
             {

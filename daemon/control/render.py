@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -56,14 +57,7 @@ def render_status(status: dict[str, Any]) -> str:
         )
     inv = status.get("inventory")
     if inv:
-        display = inv.get("display") or {}
-        shown = f"present {display.get('ip')}" if display.get("present") else "MISSING"
-        pool = inv.get("pool", {})
-        lines.append(
-            f"devices   display {shown}  units {inv.get('units')}"
-            f"  unknown {inv.get('unknown_count', 0)}"
-            f"  pool {pool.get('used', '-')}/{pool.get('size', '-')}"
-        )
+        lines.append(f"devices   {render_summary(inv)}")
     forwards = status.get("forwards")
     if forwards is not None:
         if not forwards:
@@ -78,17 +72,41 @@ def render_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_devices(result: dict[str, Any]) -> str:
+def render_summary(inv: dict[str, Any]) -> str:
+    display = inv.get("display") or {}
+    shown = f"present {display.get('ip')}" if display.get("present") else "MISSING"
+    units = inv.get("units") or {}
+    unknown = inv.get("unknown") or {}
+    pool = inv.get("pool") or {}
+    text = (
+        f"display {shown}  units {units.get('text', '-')}  unknown {unknown.get('count', 0)}"
+        f"  pool {pool.get('used', '-')}/{pool.get('size', '-')} ({pool.get('percent', '-')}%)"
+    )
+    for conflict in inv.get("conflicts") or []:
+        text += f"  CONFLICT {conflict['ip']} claimed by {', '.join(conflict['macs'])}"
+    return text
+
+
+def render_devices(result: dict[str, Any], now: float | None = None) -> str:
+    """A table of devices; every string from a device went through the sanitiser already."""
     devices = result.get("devices", [])
+    summary = result.get("summary") or {}
+    lines = [render_summary(summary)] if summary else []
     if not devices:
-        return "no devices seen on the internal network"
-    header = f"{'ROLE':8} {'NAME':20} {'MAC':17} {'IP':15} {'STATE':10} {'LEASE LEFT':10} HOSTNAME"
-    rows = [header]
+        lines.append("no devices seen on the internal network")
+        return "\n".join(lines)
+    now = time.time() if now is None else now
+    lines.append(
+        f"{'ROLE':8} {'NAME':20} {'MAC':17} {'IP':15} {'PRESENT':7} {'NEIGHBOUR':10} "
+        f"{'LEASE LEFT':10} HOSTNAME"
+    )
     for dev in devices:
-        rows.append(
-            f"{dev.get('role', '-'):8} {str(dev.get('name', '-'))[:20]:20} "
-            f"{dev.get('mac', '-'):17} "
-            f"{dev.get('ip') or '-':15} {dev.get('neighbour_state') or '-':10} "
-            f"{_duration(dev.get('lease_remaining_s')):10} {dev.get('hostname') or '-'}"
+        expiry = dev.get("lease_expiry")
+        left = _duration(int(expiry - now)) if expiry else "-"
+        lines.append(
+            f"{dev.get('role') or '-':8} {str(dev.get('name') or '-')[:20]:20} "
+            f"{dev.get('mac') or '-':17} {dev.get('ip') or '-':15} "
+            f"{'yes' if dev.get('present') else 'no':7} {dev.get('neighbour') or '-':10} "
+            f"{left:10} {dev.get('hostname') or '-'}"
         )
-    return "\n".join(rows)
+    return "\n".join(lines)

@@ -303,7 +303,9 @@ class DeviceRegistry:
         """Current IP of a present device, for port forwards that follow a device.
 
         None when the device is gone or its address is in conflict: a forward then stays
-        closed instead of pointing at whoever inherits or steals the address.
+        closed instead of pointing at whoever inherits or steals the address. A pool address
+        without an active lease (released, expired) is not used either: dnsmasq may hand it
+        to the next device at any moment, even while the old neighbour entry still looks alive.
         """
         device = self._devices.get(mac.lower())
         if device is None or not device.present:
@@ -311,7 +313,12 @@ class DeviceRegistry:
         ip = device.address(self._now)
         if ip is None or ip in self._conflicts:
             return None
+        if not device.lease_active(self._now) and self._in_pool(ip):
+            return None
         return ip
+
+    def _in_pool(self, ip: str) -> bool:
+        return self._pool is not None and self._pool[0] <= _ip_key(ip) <= self._pool[1]
 
     def address_of_reservation(self, name: str) -> str | None:
         """Like ``address_of`` for the present device matching reservation ``name``."""

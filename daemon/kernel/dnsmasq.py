@@ -30,13 +30,18 @@ class DnsmasqError(Exception):
     pass
 
 
+def own_lease_file(state_dir: str) -> str:
+    """Where energyhubd's own dnsmasq (plain Linux) keeps its leases."""
+    return str(Path(state_dir) / "dnsmasq" / "dhcp.leases")
+
+
 class DnsmasqSupervisor:
     """Owns one dnsmasq child. Used only from the daemon's event loop."""
 
     def __init__(self, state_dir: str, resolv_file: str | None, notify_pid: int) -> None:
         self.dir = Path(state_dir) / "dnsmasq"
         self.conf = self.dir / "dnsmasq.conf"
-        self.lease_file = str(self.dir / "dhcp.leases")
+        self.lease_file = own_lease_file(state_dir)
         self.pid_file = str(self.dir / "dnsmasq.pid")
         self.script = self.dir / "lease-notify.sh"
         self.resolv_file = resolv_file

@@ -136,21 +136,3 @@ class Netlink:
 
     def close(self) -> None:
         self.ipr.close()
-
-
-class LinkEvents:
-    """rtnetlink multicast (links, addresses, routes) as a selectable file descriptor."""
-
-    def __init__(self) -> None:
-        self._ipr = IPRoute()
-        self._ipr.bind()
-
-    def fileno(self) -> int:
-        return int(self._ipr.fileno())
-
-    def drain(self) -> list[str]:
-        """Event names of what arrived (e.g. ``RTM_NEWADDR``)."""
-        return [str(msg.get("event")) for msg in self._ipr.get()]
-
-    def close(self) -> None:
-        self._ipr.close()

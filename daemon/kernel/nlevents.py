@@ -1,27 +1,35 @@
-"""Event-driven notice of ruleset changes (e.g. ``fw4 flush`` deleting every table).
+"""Event-driven notice of kernel changes through netlink multicast groups.
 
-A raw NETLINK_NETFILTER socket joined to the NFNLGRP_NFTABLES multicast group receives one
-message per committed nftables change in this network namespace. The daemon re-checks its
-table only when something arrives: no polling.
+A raw netlink socket joined to a few multicast groups receives one message per change; the
+daemon only needs to know *that* something changed and then re-reads the state it cares
+about. Reading the socket ourselves until EAGAIN is exact on every pyroute2 version (pyroute2
+0.9's IPRoute may buffer messages in its own asyncio loop, hiding them from a selector).
 """
 
 from __future__ import annotations
 
 import socket
 
+NETLINK_ROUTE = 0
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTABLES = 7
+RTNLGRP_LINK = 1
+RTNLGRP_IPV4_IFADDR = 5
+RTNLGRP_IPV4_ROUTE = 7
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
 
 
-class NftMonitor:
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+class NetlinkGroups:
+    """A selectable socket that counts messages on the given multicast groups."""
+
+    def __init__(self, protocol: int, groups: tuple[int, ...]) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
         self._sock.bind((0, 0))
-        self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES)
-        self._sock.setblocking(False)
+        for group in groups:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self._sock.setblocking(False)
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -29,7 +37,8 @@ class NftMonitor:
     def drain(self) -> int:
         """Read everything pending; return how many datagrams arrived (0: spurious wake-up).
 
-        An overrun (ENOBUFS) still counts as a change: we lost events, so the caller re-checks.
+        An overrun (ENOBUFS) still counts as a change: events were lost, so the caller
+        re-checks.
         """
         count = 0
         while True:
@@ -46,3 +55,17 @@ class NftMonitor:
 
     def close(self) -> None:
         self._sock.close()
+
+
+class NftMonitor(NetlinkGroups):
+    """Every committed nftables change in this namespace (e.g. ``fw4 flush``)."""
+
+    def __init__(self) -> None:
+        super().__init__(NETLINK_NETFILTER, (NFNLGRP_NFTABLES,))
+
+
+class LinkEvents(NetlinkGroups):
+    """Links, IPv4 addresses and IPv4 routes appearing, changing or going away."""
+
+    def __init__(self) -> None:
+        super().__init__(NETLINK_ROUTE, (RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE))

@@ -6,6 +6,7 @@ run in any order and again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from energyhubd.lab.site import (
     MODBUS_PORT,
     ROUTER_PORTS,
     SCADA_IP,
+    Client,
     Site,
 )
 
@@ -175,12 +177,73 @@ def check_flush_restored(site: Site) -> tuple[bool, str]:
     return ok, f"table restored after {when}; drift repairs {repairs_before} -> {repairs}"
 
 
+def _inventory(site: Site) -> dict:
+    return dict(site.status().get("inventory") or {})
+
+
+def check_display_discovered(site: Site) -> tuple[bool, str]:
+    def found() -> bool:
+        return bool(_inventory(site).get("display", {}).get("present"))
+
+    try:
+        site.wait_for(found, 5, "display not discovered")
+    except Exception:
+        return False, f"inventory: {_inventory(site).get('display')}"
+    display = _inventory(site)["display"]
+    devices = site.status().get("devices", [])
+    named = [d for d in devices if d.get("role") == "display" and d.get("name") == "display"]
+    ok = display.get("ip") == "192.168.254.200" and len(named) == 1
+    return ok, f"display present at {display.get('ip')} named {named[0]['name'] if named else None}"
+
+
+def check_units_discovered(site: Site) -> tuple[bool, str]:
+    want = f"{site.units}/{site.units}"
+
+    def complete() -> bool:
+        return bool(_inventory(site).get("units", {}).get("text") == want)
+
+    with contextlib.suppress(Exception):
+        site.wait_for(complete, 5, "units missing")
+    units = _inventory(site).get("units", {})
+    names = sorted(d["name"] for d in site.status().get("devices", []) if d.get("role") == "unit")
+    return units.get("text") == want, f"units online {units.get('text')}: {', '.join(names)}"
+
+
+def unknown_events(site: Site, mac: str) -> list[dict]:
+    return [
+        e
+        for e in site.status().get("events", [])
+        if e["kind"] == "unknown_device" and e["data"].get("mac") == mac
+    ]
+
+
+def check_unknown_device(site: Site) -> tuple[bool, str]:
+    stranger = Client("stranger", "02:66:00:00:00:66", "laptop")
+    try:
+        address = site.add_client(stranger)
+        site.wait_for(
+            lambda: bool(unknown_events(site, stranger.mac)), 5, "no unknown_device event"
+        )
+        events = unknown_events(site, stranger.mac)
+        count = _inventory(site).get("unknown", {}).get("count")
+        return (
+            len(events) == 1,
+            f"stranger {stranger.mac} at {address}: unknown_device "
+            f"raised {len(events)}x; unknown devices {count}",
+        )
+    finally:
+        site.remove_client(stranger.name)
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("policy applied by energyhubd run", check_policy_applied),
     ("router WAN address by DHCP", check_wan_dhcp),
     ("display reserved at .200", check_display_reserved),
     ("units get pool addresses", check_units_pool),
     ("leases are 24 h", check_lease_time),
+    ("display found at .200 and named", check_display_discovered),
+    ("all units found", check_units_discovered),
+    ("unknown client raises unknown_device", check_unknown_device),
     ("no router port answers from the WAN", check_no_inbound),
     ("LAN reaches WAN, masqueraded", check_masquerade),
     ("Modbus forward from allowed source", check_forward_allowed),

@@ -40,6 +40,7 @@ GUEST_IP = "198.51.100.21"
 ROUTER_PORTS = (22, 80, 443, 502, 1883, 8883)
 CUSTOMER_SERVICE_PORT = 8080
 MODBUS_PORT = 502
+UNIT2_FORWARD_PORT = 8502
 
 UDHCPC_SCRIPT = """#!/bin/sh
 # udhcpc hook for lab hosts: configure only this namespace's interface and routes.
@@ -141,7 +142,17 @@ class Site:
                     "target": "unit1",
                     "allow_from": [SCADA_IP],
                 },
+                {
+                    # Follows unit2 (no reservation) wherever its lease puts it.
+                    "name": "unit2-modbus",
+                    "proto": "tcp",
+                    "port": UNIT2_FORWARD_PORT,
+                    "target": self.clients[2].mac,
+                    "target_port": MODBUS_PORT,
+                    "allow_from": [SCADA_IP],
+                },
             ],
+            "inventory": {"expected_units": self.units},
             "dns": {"fallback": [CUSTOMER_GW]},
             "control": {"socket": self.socket},
         }
@@ -185,6 +196,17 @@ class Site:
         # The router's LAN side: br-lan with one port to the unmanaged switch.
         netns.veth(router, "lan1", sw, "uplink")
         netns.bridge(router, "br-lan", ["lan1"])
+        # Short neighbour timers so a pulled cable shows within seconds, not a minute.
+        netns.ns_run(
+            router,
+            [
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.neigh.br-lan.base_reachable_time_ms=4000",
+                "net.ipv4.neigh.br-lan.delay_first_probe_time=1",
+            ],
+        )
         ports = ["uplink"]
         for client in self.clients:
             port = f"p-{client.name}"
@@ -234,20 +256,52 @@ class Site:
             self.spawn(
                 self.ns(role), f"{role}-listener", self.probe_serve(role, (CUSTOMER_SERVICE_PORT,))
             )
-        self.spawn(self.ns("unit1"), "unit1-listener", self.probe_serve("unit1", (MODBUS_PORT,)))
+        for unit in ("unit1", "unit2"):
+            self.spawn(self.ns(unit), f"{unit}-listener", self.probe_serve(unit, (MODBUS_PORT,)))
 
         progress("energyhubd run")
         self.write_config()
         self.start_daemon()
         progress("LAN clients by DHCP")
         for client in self.clients:
-            self.spawn(
-                self.ns(client.name), f"{client.name}-udhcpc", self.udhcpc("eth0", client.hostname)
-            )
+            self.start_dhcp_client(client)
         for client in self.clients:
             self.wait_for_address(
                 self.ns(client.name), "eth0", 20, f"{client.name} got no DHCP lease from the router"
             )
+
+    def add_client(self, client: Client) -> str:
+        """Plug another device into the switch; returns its address once it has a lease."""
+        ns = self.ns(client.name)
+        netns.add_namespace(ns)
+        port = f"p-{client.name}"[:15]
+        netns.veth(self.ns("sw"), port, ns, "eth0", mac_b=client.mac)
+        netns.ip(self.ns("sw"), "link", "set", port, "master", "sw")
+        self.start_dhcp_client(client)
+        self.wait_for_address(ns, "eth0", 20, f"{client.name} got no DHCP lease")
+        address = self.address_of(ns, "eth0")
+        assert address is not None
+        return address
+
+    def start_dhcp_client(self, client: Client, request: str | None = None) -> None:
+        cmd = self.udhcpc("eth0", client.hostname)
+        if request:
+            cmd += ["-r", request]
+        self.spawn(self.ns(client.name), f"{client.name}-udhcpc", cmd)
+
+    def stop_dhcp_client(self, client: Client) -> None:
+        """End the client's udhcpc, which releases its lease (-R) and drops the address."""
+        pid = int((self.dir / f"{client.name}-udhcpc.pid").read_text())
+        os.kill(pid, 15)
+        self.wait_for(lambda: not netns.process_alive(pid), 5, f"{client.name} udhcpc lingers")
+        netns.ip(self.ns(client.name), "-4", "addr", "flush", "dev", "eth0")
+
+    def remove_client(self, name: str) -> None:
+        """Pull the cable: the device's namespace and link disappear without a release."""
+        netns.delete_namespace(self.ns(name))
+
+    def client(self, name: str) -> Client:
+        return next(c for c in self.clients if c.name == name)
 
     def start_daemon(self) -> None:
         cmd = [
@@ -315,6 +369,7 @@ class Site:
         return [
             "udhcpc",
             "-f",
+            "-R",
             "-i",
             ifname,
             "-s",

@@ -74,6 +74,7 @@ def render_dnsmasq(
         lines.append(f"dhcp-host={ident}{name},{host.ip},{plan.lease_seconds}")
     if script:
         lines.append(f"dhcp-script={script}")
+        lines.append("script-on-renewal")  # renewals refresh last-seen in the inventory
     if plan.upstream or not resolv_file:
         lines.append("no-resolv")
     else:

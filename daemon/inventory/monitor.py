@@ -1,0 +1,159 @@
+"""The inventory as the daemon runs it: lease file + neighbour table -> registry -> events.
+
+Owned by the daemon's event loop. It wakes up only when the kernel says something changed:
+inotify on the lease file's directory, SIGUSR1 from the dnsmasq hook, and netlink neighbour
+events. One slow maintenance timer expires leases and asks the kernel to re-check (ARP) devices
+whose liveness is uncertain.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from energyhubd.config.model import Config
+from energyhubd.inventory.events import EventStream
+from energyhubd.inventory.leases import read_lease_file
+from energyhubd.inventory.registry import DeviceRegistry
+from energyhubd.inventory.settings import InventorySettings
+from energyhubd.kernel.dnsmasq import own_lease_file
+from energyhubd.kernel.filewatch import FileWatch
+from energyhubd.kernel.neighbours import NeighbourWatcher
+from energyhubd.loop import EventLoop, Timer
+
+log = logging.getLogger("energyhubd.inventory")
+
+# dnsmasq truncates the lease file before rewriting it; reading a moment later avoids seeing
+# every device leave and come back.
+LEASE_SETTLE = 0.05
+MAINTENANCE_INTERVAL = 60.0
+OPENWRT_LEASE_FILE = "/tmp/dhcp.leases"
+
+
+def lease_file_for(config: Config) -> str:
+    """The lease file the platform's DHCP server writes (an explicit setting wins)."""
+    if config.inventory is not None and config.inventory.lease_file:
+        return str(config.inventory.lease_file)
+    if config.platform == "linux":
+        return own_lease_file(config.state_dir)
+    return OPENWRT_LEASE_FILE
+
+
+def lease_addresses(path: str, now: float | None = None) -> dict[str, str]:
+    """MAC -> address of every active lease: how forwards are resolved without the daemon."""
+    now = time.time() if now is None else now
+    return {lease.mac: lease.ip for lease in read_lease_file(path).leases if lease.active(now)}
+
+
+def _reservations(config: Config) -> list[tuple[str, str | None, str]]:
+    return [(r.name, r.mac, str(r.ip)) for r in config.lan.dhcp.reservations]
+
+
+def _pool(config: Config) -> tuple[str, str]:
+    return (str(config.lan.dhcp.start), str(config.lan.dhcp.end))
+
+
+class InventoryMonitor:
+    def __init__(
+        self,
+        loop: EventLoop,
+        config: Config,
+        lease_file: str,
+        events: EventStream,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.loop = loop
+        self.lease_file = lease_file
+        self.events = events
+        self.on_change = on_change
+        settings = config.inventory or InventorySettings()
+        self.registry = DeviceRegistry(settings, _reservations(config), _pool(config))
+        self.filewatch = FileWatch(lease_file)
+        self.neighbours = NeighbourWatcher(config.lan.device)
+        self.lease_reads = 0
+        self._lease_timer: Timer | None = None
+        self._maintenance: Timer | None = None
+        loop.add_reader(self.filewatch, self._on_lease_file)
+        loop.add_reader(self.neighbours, self._on_neighbours)
+        for update in self.neighbours.dump():
+            self._publish(self.registry.apply_neighbour(update, time.time()))
+        self.read_leases()
+        self._schedule_maintenance()
+
+    # -- inputs -------------------------------------------------------------------------
+    def leases_changed(self) -> None:
+        """dnsmasq's hook (SIGUSR1) or inotify: read the file once the burst settles."""
+        if self._lease_timer is None:
+            self._lease_timer = self.loop.call_later(LEASE_SETTLE, self.read_leases)
+
+    def _on_lease_file(self) -> None:
+        if self.filewatch.drain():
+            self.leases_changed()
+
+    def read_leases(self) -> None:
+        self._lease_timer = None
+        snapshot = read_lease_file(self.lease_file)
+        self.lease_reads += 1
+        if snapshot.rejected_count:
+            log.warning(
+                "lease file %s: %d malformed line(s) ignored",
+                self.lease_file,
+                snapshot.rejected_count,
+            )
+        self._publish(self.registry.apply_leases(snapshot, time.time()))
+        self.on_change()
+
+    def _on_neighbours(self) -> None:
+        now = time.time()
+        events = []
+        for update in self.neighbours.drain():
+            events += self.registry.apply_neighbour(update, now)
+        self._publish(events)
+        if events:
+            self.on_change()
+
+    def _schedule_maintenance(self) -> None:
+        self._maintenance = self.loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
+
+    def _maintain(self) -> None:
+        now = time.time()
+        events = self.registry.expire(now)
+        for ip in self.registry.probe_candidates(now):
+            try:
+                self.neighbours.probe(ip)
+            except OSError as exc:
+                log.debug("ARP probe of %s failed: %s", ip, exc)
+        self._publish(events)
+        if events:
+            self.on_change()
+        self._schedule_maintenance()
+
+    def reconfigure(self, config: Config) -> None:
+        settings = config.inventory or InventorySettings()
+        self._publish(
+            self.registry.configure(settings, _reservations(config), _pool(config), time.time())
+        )
+
+    def _publish(self, events: list[Any]) -> None:
+        if events:
+            self.events.publish_all(events)
+
+    # -- answers ------------------------------------------------------------------------
+    def live_addresses(self) -> dict[str, str]:
+        """MAC -> current address of every device that is present."""
+        result = {}
+        for device in self.registry.devices():
+            ip = self.registry.address_of(device["mac"])
+            if ip:
+                result[device["mac"]] = ip
+        return result
+
+    def close(self) -> None:
+        for timer in (self._lease_timer, self._maintenance):
+            if timer is not None:
+                timer.cancel()
+        for source in (self.filewatch, self.neighbours):
+            self.loop.remove_reader(source)
+            source.close()

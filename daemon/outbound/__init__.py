@@ -1,0 +1,1 @@
+"""outbound: diagnostics of the required flows, egress allowlist, support tunnel."""
