@@ -32,6 +32,7 @@ MIN_LEASE_SECONDS = 120
 SECTION_PARSERS = {
     "inventory": "energyhubd.inventory.settings:parse_inventory_section",
     "portal": "energyhubd.portal.settings:parse_portal_section",
+    "outbound": "energyhubd.outbound.settings:parse_outbound_section",
 }
 
 TOP_KEYS = {
@@ -286,6 +287,7 @@ def parse_document(obj: Any, source: str = "") -> model.Config:
         control_socket=socket_path,
         inventory=sections["inventory"],
         portal=sections["portal"],
+        outbound=sections["outbound"],
         document=json.loads(json.dumps(obj)),
     )
     return config

@@ -94,4 +94,5 @@ class Config:
     control_socket: str
     inventory: Any = None
     portal: Any = None
+    outbound: Any = None
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

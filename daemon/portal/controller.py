@@ -41,6 +41,7 @@ class PushController:
         publish_reported: Callable[[dict[str, Any]], None],
         request_round_trip: Callable[[int, bool], None],
         validate: Validate | None = None,
+        on_confirmed: Callable[[dict[str, Any]], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -52,6 +53,7 @@ class PushController:
         self._publish_reported = publish_reported
         self._request_round_trip = request_round_trip
         self._validate = validate
+        self._on_confirmed = on_confirmed
         self._clock = clock
         self._wall = wall
         last_good = store.load_last_good()
@@ -147,6 +149,11 @@ class PushController:
         if state.connected and state.reason == "connected":
             self._run(self.machine.link_up())
 
+    @property
+    def pending(self) -> bool:
+        """A pushed configuration waits for its confirmation (the daemon then ticks)."""
+        return self.machine.state == cm.PENDING_CONFIRM
+
     def tick(self) -> None:
         self._run(self.machine.tick(self._clock(), self._wall()))
 
@@ -170,6 +177,9 @@ class PushController:
                 self.applied = self._candidate
                 self._candidate = None
                 self._wall_deadline = None
+                confirmed = self.store.load_last_good()
+                if self._on_confirmed is not None and confirmed is not None:
+                    self._on_confirmed(confirmed)
             elif action.kind == cm.ROLLBACK:
                 self._rollback()
                 self._wall_deadline = None

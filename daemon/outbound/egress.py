@@ -1,0 +1,332 @@
+"""Build the nftables JSON for ``egress.mode: allowlist``: exactly the documented flows out.
+
+Pure: data in, libnftables JSON objects out, in the canonical form libnftables lists (see
+``policy/nft.py``). The lead adds ``build_egress(plan)`` objects to the compiled table and puts
+``forward_rules(plan)`` in place of the open "lan to wan" accept.
+
+Why the output chain has policy *accept* with an explicit, counted final drop scoped by the
+first rules: everything the router sends to its LAN (DHCP and DNS answers, the technician's
+ssh session) must never hit the allowlist, and an allowlist mistake must not lock the
+technician out on site. The chain therefore accepts non-WAN traffic first, then the documented
+flows, then drops the rest with one counted rule per flow so status can show "what was
+blocked" per flow (a stale broker set shows up as drops under ``mqtt``).
+
+Addresses that come from DNS (the broker, optionally NTP servers) live in sets with per-element
+timeouts: ``broker_refresh_transaction`` re-adds them after each resolution, and addresses the
+name no longer returns expire by themselves. Set contents are dynamic and are deliberately not
+part of ``policy.nft.normalise`` (which compares tables, chains and rules only).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from energyhubd.policy.nft import FAMILY, PRIO_FILTER, TABLE
+
+Json = dict[str, Any]
+
+SET_BROKER = "broker_v4"
+SET_S3 = "s3_v4"
+SET_DNS = "dns_v4"
+SET_NTP = "ntp_v4"
+UPDATE_PORTS = (80, 443)
+DEFAULT_BROKER_TTL = 3600
+
+# Comment prefixes of the counted drop rules; ``drop_counters`` reads them back.
+OUT_DROP = "egress drop "
+FWD_DROP = "lan egress drop "
+FLOWS = ("dns", "ntp", "mqtt", "gateway", "updates", "other")
+
+
+@dataclass(frozen=True)
+class EgressPlan:
+    """What the allowlist admits; every address comes from configuration or resolution."""
+
+    wan: str
+    lan: str
+    gateway_address: str
+    gateway_port: int = 2443
+    mqtt_ports: tuple[int, ...] = (8883, 1883)
+    dns_servers: tuple[str, ...] = ()
+    broker_addresses: tuple[str, ...] = ()
+    s3_prefixes: tuple[ipaddress.IPv4Network, ...] = ()
+    # None: NTP (UDP 123) to any server. Pool names rotate through many addresses that the
+    # NTP client resolves itself; pinning them to our own resolution would break time sync.
+    ntp_addresses: tuple[str, ...] | None = None
+    broker_ttl: int = DEFAULT_BROKER_TTL
+
+
+def _meta(key: str) -> Json:
+    return {"meta": {"key": key}}
+
+
+def _payload(protocol: str, field: str) -> Json:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+def _match(left: Json, right: Any, op: str = "==") -> Json:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _one_or_set(values: Sequence[Any]) -> Any:
+    values = sorted(values)
+    return values[0] if len(values) == 1 else {"set": list(values)}
+
+
+ACCEPT: Json = {"accept": None}
+DROP: Json = {"drop": None}
+COUNTER: Json = {"counter": {"packets": 0, "bytes": 0}}
+
+
+def _prefix_elem(net: ipaddress.IPv4Network) -> Any:
+    if net.prefixlen == 32:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _timed_elem(address: str, ttl: int) -> Json:
+    return {"elem": {"val": str(ipaddress.IPv4Address(address)), "timeout": int(ttl)}}
+
+
+def _set(name: str, flags: list[str] | None, elems: list[Any]) -> Json:
+    body: Json = {"family": FAMILY, "name": name, "table": TABLE, "type": "ipv4_addr"}
+    if flags:
+        body["flags"] = flags
+    if elems:
+        body["elem"] = elems
+    return {"set": body}
+
+
+def egress_sets(plan: EgressPlan) -> list[Json]:
+    """The four named sets with their initial elements."""
+    dns = sorted({str(ipaddress.IPv4Address(a)) for a in plan.dns_servers})
+    s3 = [_prefix_elem(n) for n in ipaddress.collapse_addresses(plan.s3_prefixes)]
+    broker = [_timed_elem(a, plan.broker_ttl) for a in sorted(set(plan.broker_addresses))]
+    ntp = [_timed_elem(a, plan.broker_ttl) for a in sorted(set(plan.ntp_addresses or ()))]
+    return [
+        _set(SET_BROKER, ["timeout"], broker),
+        _set(SET_S3, ["interval"], s3),
+        _set(SET_DNS, None, dns),
+        _set(SET_NTP, ["timeout"], ntp),
+    ]
+
+
+def _flow_accepts(plan: EgressPlan, scope: list[Json]) -> list[tuple[list[Json], str]]:
+    """(expr, comment) pairs admitting the documented flows, each prefixed by ``scope``."""
+    daddr = _payload("ip", "daddr")
+    rules: list[tuple[list[Json], str]] = []
+    for proto in ("udp", "tcp"):
+        rules.append(
+            (
+                [
+                    *scope,
+                    _match(daddr, f"@{SET_DNS}"),
+                    _match(_payload(proto, "dport"), 53),
+                    ACCEPT,
+                ],
+                f"egress dns {proto}",
+            )
+        )
+    ntp: list[Json] = [*scope]
+    if plan.ntp_addresses is not None:
+        ntp.append(_match(daddr, f"@{SET_NTP}"))
+    rules.append(([*ntp, _match(_payload("udp", "dport"), 123), ACCEPT], "egress ntp"))
+    rules.append(
+        (
+            [
+                *scope,
+                _match(daddr, f"@{SET_BROKER}"),
+                _match(_payload("tcp", "dport"), _one_or_set(plan.mqtt_ports)),
+                ACCEPT,
+            ],
+            "egress mqtt",
+        )
+    )
+    rules.append(
+        (
+            [
+                *scope,
+                _match(daddr, str(ipaddress.IPv4Address(plan.gateway_address))),
+                _match(_payload("tcp", "dport"), plan.gateway_port),
+                ACCEPT,
+            ],
+            "egress gateway",
+        )
+    )
+    rules.append(
+        (
+            [
+                *scope,
+                _match(daddr, f"@{SET_S3}"),
+                _match(_payload("tcp", "dport"), _one_or_set(UPDATE_PORTS)),
+                ACCEPT,
+            ],
+            "egress updates",
+        )
+    )
+    rules.append(
+        (
+            [*scope, _match(_meta("l4proto"), {"set": ["icmp", "ipv6-icmp"]}), ACCEPT],
+            "egress icmp",
+        )
+    )
+    return rules
+
+
+def _flow_drops(plan: EgressPlan, scope: list[Json], prefix: str) -> list[tuple[list[Json], str]]:
+    """Counted drops, one per flow, so blocked attempts are visible per flow."""
+    tcp_udp = _match(_meta("l4proto"), {"set": ["tcp", "udp"]})
+    return [
+        ([*scope, tcp_udp, _match(_payload("th", "dport"), 53), COUNTER, DROP], prefix + "dns"),
+        ([*scope, _match(_payload("udp", "dport"), 123), COUNTER, DROP], prefix + "ntp"),
+        (
+            [
+                *scope,
+                _match(_payload("tcp", "dport"), _one_or_set(plan.mqtt_ports)),
+                COUNTER,
+                DROP,
+            ],
+            prefix + "mqtt",
+        ),
+        (
+            [*scope, _match(_payload("tcp", "dport"), plan.gateway_port), COUNTER, DROP],
+            prefix + "gateway",
+        ),
+        (
+            [*scope, _match(_payload("tcp", "dport"), _one_or_set(UPDATE_PORTS)), COUNTER, DROP],
+            prefix + "updates",
+        ),
+        ([*scope, COUNTER, DROP], prefix + "other"),
+    ]
+
+
+def _rule(chain: str, expr: list[Json], comment: str | None = None) -> Json:
+    body: Json = {"family": FAMILY, "table": TABLE, "chain": chain}
+    if comment:
+        body["comment"] = comment
+    body["expr"] = expr
+    return {"rule": body}
+
+
+def output_chain(plan: EgressPlan, chain: str = "output") -> list[Json]:
+    """The router's own egress: the chain object followed by its rules."""
+    objects: list[Json] = [
+        {
+            "chain": {
+                "family": FAMILY,
+                "table": TABLE,
+                "name": chain,
+                "type": "filter",
+                "hook": "output",
+                "prio": PRIO_FILTER,
+                "policy": "accept",
+            }
+        }
+    ]
+    ct = {"ct": {"key": "state"}}
+    objects.append(_rule(chain, [_match(ct, ["established", "related"], "in"), ACCEPT]))
+    objects.append(
+        _rule(chain, [_match(_meta("oifname"), plan.wan, "!="), ACCEPT], "egress not wan")
+    )
+    objects.append(
+        _rule(
+            chain,
+            [
+                _match(_payload("udp", "sport"), 68),
+                _match(_payload("udp", "dport"), 67),
+                ACCEPT,
+            ],
+            "egress dhcp client",
+        )
+    )
+    for expr, comment in _flow_accepts(plan, []):
+        objects.append(_rule(chain, expr, comment))
+    for expr, comment in _flow_drops(plan, [], OUT_DROP):
+        objects.append(_rule(chain, expr, comment))
+    return objects
+
+
+def forward_rules(plan: EgressPlan, chain: str = "forward") -> list[Json]:
+    """LAN -> WAN limited to the same flows; replaces the open "lan to wan" accept."""
+    scope = [_match(_meta("iifname"), plan.lan), _match(_meta("oifname"), plan.wan)]
+    rules = [_rule(chain, expr, "lan " + comment) for expr, comment in _flow_accepts(plan, scope)]
+    rules += [_rule(chain, expr, comment) for expr, comment in _flow_drops(plan, scope, FWD_DROP)]
+    return rules
+
+
+def build_egress(plan: EgressPlan) -> list[Json]:
+    """Sets plus the output chain and its rules, to add to the ``inet energyhub`` table."""
+    return [*egress_sets(plan), *output_chain(plan)]
+
+
+def _elem_ref(name: str, elems: list[Any]) -> Json:
+    return {"element": {"family": FAMILY, "table": TABLE, "name": name, "elem": elems}}
+
+
+def broker_refresh_transaction(
+    addresses: Iterable[str], ttl: int = DEFAULT_BROKER_TTL, set_name: str = SET_BROKER
+) -> Json:
+    """Restart each resolved address's timeout in one atomic transaction.
+
+    ``add`` alone does not restart the timeout of an element that already exists, and
+    ``delete`` of a missing element fails the whole batch; add-delete-add always works and
+    the address is never absent between two kernel states (the batch commits as one).
+    Addresses not in ``addresses`` keep their old timeout and expire on their own.
+    """
+    addrs = sorted({str(ipaddress.IPv4Address(a)) for a in addresses})
+    if not addrs:
+        return {"nftables": []}
+    timed = [_timed_elem(a, ttl) for a in addrs]
+    return {
+        "nftables": [
+            {"add": _elem_ref(set_name, timed)},
+            {"delete": _elem_ref(set_name, list(addrs))},
+            {"add": _elem_ref(set_name, timed)},
+        ]
+    }
+
+
+def replace_set_transaction(set_name: str, elements: Sequence[Any]) -> Json:
+    """Replace a set's whole content atomically (DNS servers after a new lease, S3 prefixes).
+
+    ``elements`` are addresses (str) or ``IPv4Network`` prefixes.
+    """
+    elems: list[Any] = []
+    for item in elements:
+        if isinstance(item, ipaddress.IPv4Network):
+            elems.append(_prefix_elem(item))
+        else:
+            elems.append(str(ipaddress.IPv4Address(item)))
+    ref = {"set": {"family": FAMILY, "table": TABLE, "name": set_name}}
+    commands: list[Json] = [{"flush": ref}]
+    if elems:
+        commands.append({"add": _elem_ref(set_name, elems)})
+    return {"nftables": commands}
+
+
+def s3_transaction(prefixes: Sequence[ipaddress.IPv4Network]) -> Json:
+    """New S3 prefixes (already collapsed by ``ipranges``) for the interval set."""
+    return replace_set_transaction(SET_S3, list(ipaddress.collapse_addresses(prefixes)))
+
+
+def drop_counters(listing: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """Per-flow drop counters from a table listing: {"router": {...}, "lan": {...}}."""
+    out: dict[str, dict[str, int]] = {"router": {}, "lan": {}}
+    for obj in listing.get("nftables", []):
+        rule = obj.get("rule") if isinstance(obj, dict) else None
+        if not rule:
+            continue
+        comment = rule.get("comment") or ""
+        if comment.startswith(FWD_DROP):
+            side, flow = "lan", comment[len(FWD_DROP) :]
+        elif comment.startswith(OUT_DROP):
+            side, flow = "router", comment[len(OUT_DROP) :]
+        else:
+            continue
+        for expr in rule.get("expr", []):
+            if "counter" in expr:
+                out[side][flow] = out[side].get(flow, 0) + int(expr["counter"].get("packets", 0))
+    return out

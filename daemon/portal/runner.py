@@ -1,0 +1,187 @@
+"""The portal link as the daemon runs it: one MQTT link, the push controller, health reports.
+
+Owned by the daemon's event loop. The MQTT thread inside PortalLink hands everything to the
+loop through ``post``; this object only ever runs on the loop. It wakes the loop for the
+health interval and, while a pushed configuration waits for confirmation, once a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from energyhubd import __version__
+from energyhubd.inventory.events import Event, EventStream
+from energyhubd.loop import EventLoop, Timer
+from energyhubd.portal.controller import PushController
+from energyhubd.portal.health import build_health, significant
+from energyhubd.portal.link import LinkState, PortalLink
+from energyhubd.portal.push import Validate
+from energyhubd.portal.settings import PortalSettings
+from energyhubd.portal.store import ConfigStore
+
+log = logging.getLogger("energyhubd.portal")
+
+CONFIRM_TICK = 1.0
+HEALTH_MIN_GAP = 5.0  # a flapping WAN must not turn health reports into a stream
+
+
+class PortalRunner:
+    def __init__(
+        self,
+        loop: EventLoop,
+        settings: PortalSettings,
+        device_id: str,
+        state_dir: str,
+        events: EventStream,
+        *,
+        apply: Callable[[dict[str, Any], object], None],
+        restore: Callable[[dict[str, Any] | None], None],
+        on_confirmed: Callable[[dict[str, Any]], None],
+        validate: Validate,
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.loop = loop
+        self.settings = settings
+        self.status = status
+        self.store = ConfigStore(str(Path(state_dir) / "portal"))
+        self.connected_since: float | None = None
+        self.reconnects = 0
+        self.last_reason = "starting"
+        self.dropped = 0
+        self._health_timer: Timer | None = None
+        self._tick_timer: Timer | None = None
+        self._last_health = 0.0
+        self._last_significant: tuple[Any, ...] | None = None
+        self.link: PortalLink | None = None
+        self.controller = PushController(
+            self.store,
+            settings,
+            device_id,
+            apply=apply,
+            restore=restore,
+            publish_reported=self._publish_reported,
+            request_round_trip=self._request_round_trip,
+            validate=validate,
+            on_confirmed=on_confirmed,
+        )
+        self.link = PortalLink(
+            settings,
+            device_id,
+            loop.post,
+            software_version=__version__,
+            applied_version=lambda: self.controller.applied_version,
+            on_state=self._on_state,
+            on_desired=self._on_desired,
+            on_round_trip=self._on_round_trip,
+        )
+        self._unsubscribe = events.subscribe(self._on_event)
+
+    # -- life cycle -----------------------------------------------------------------------
+    def recover(self) -> bool:
+        """Before the first apply: roll back a push left unconfirmed by a crash or reboot."""
+        return self.controller.startup()
+
+    def start(self) -> None:
+        assert self.link is not None
+        self.link.start()
+        self._schedule_health(self.settings.health_interval)
+
+    def stop(self) -> None:
+        self._unsubscribe()
+        for timer in (self._health_timer, self._tick_timer):
+            if timer is not None:
+                timer.cancel()
+        if self.link is not None:
+            self.link.stop()
+
+    # -- link callbacks (on the loop) ---------------------------------------------------
+    def _on_state(self, state: LinkState) -> None:
+        if state.connected:
+            if self.connected_since is None:
+                self.reconnects += 1 if self.last_reason != "starting" else 0
+            self.connected_since = time.time()
+            log.info("portal link up (%s)", state.reason)
+        else:
+            if self.connected_since is not None:
+                log.warning("portal link down: %s", state.reason)
+            self.connected_since = None
+        self.last_reason = state.reason
+        self.dropped += state.dropped
+        self.controller.on_link_state(state)
+        self._ensure_ticking()
+
+    def _on_desired(self, payload: bytes) -> None:
+        self.controller.on_desired(payload)
+        self._ensure_ticking()
+
+    def _on_round_trip(self, token: int) -> None:
+        self.controller.on_round_trip(token)
+        self._ensure_ticking()
+
+    def _on_event(self, event: Event) -> None:
+        if self.link is not None:
+            self.link.publish_event(event.kind, event.as_dict())
+
+    def _publish_reported(self, doc: dict[str, Any]) -> None:
+        if self.link is not None:
+            self.link.publish_reported(doc)
+
+    def _request_round_trip(self, token: int, fresh: bool) -> None:
+        if self.link is not None:
+            self.link.request_round_trip(token, fresh)
+
+    # -- confirm window -------------------------------------------------------------------
+    def _ensure_ticking(self) -> None:
+        if self.controller.pending and self._tick_timer is None:
+            self._tick_timer = self.loop.call_later(CONFIRM_TICK, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_timer = None
+        self.controller.tick()
+        self._ensure_ticking()
+
+    # -- health ---------------------------------------------------------------------------
+    def link_facts(self) -> dict[str, Any]:
+        outbox = self.link.outbox if self.link is not None else None
+        return {
+            "connected": self.connected_since is not None,
+            "connected_since": self.connected_since,
+            "reconnects": self.reconnects,
+            "last_reason": self.last_reason,
+            "buffered": len(outbox) if outbox is not None else 0,
+            "dropped": self.dropped,
+            "config_state": self.controller.machine.state,
+            "applied_push_version": self.controller.applied_version,
+        }
+
+    def _schedule_health(self, delay: float) -> None:
+        if self._health_timer is not None:
+            self._health_timer.cancel()
+        self._health_timer = self.loop.call_later(delay, self._periodic_health)
+
+    def _periodic_health(self) -> None:
+        self._health_timer = None
+        self.send_health()
+        self._schedule_health(self.settings.health_interval)
+
+    def send_health(self) -> None:
+        status = self.status()
+        self._last_significant = significant(status)
+        self._last_health = time.monotonic()
+        if self.link is not None:
+            self.link.publish_health(build_health(status, self.link_facts()))
+
+    def status_changed(self, status: dict[str, Any]) -> None:
+        """Send health early when something significant changed (rate-limited)."""
+        if self._last_significant is None or significant(status) == self._last_significant:
+            return
+        wait = HEALTH_MIN_GAP - (time.monotonic() - self._last_health)
+        if wait <= 0:
+            self.send_health()
+            self._schedule_health(self.settings.health_interval)
+        elif self._health_timer is not None and self._health_timer.when > time.monotonic() + wait:
+            self._schedule_health(wait)

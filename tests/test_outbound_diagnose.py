@@ -1,0 +1,210 @@
+"""Every diagnostic row turns from PASS to the right plain-language FAIL.
+
+A router namespace reaches a customer network (resolver at 198.51.100.1) and, behind it, the
+lab internet (DNS, mosquitto, sshd gateway, HTTPS "S3", chronyd). The customer namespace's
+switches block one flow at a time or put a TLS-inspecting proxy in the path.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from energyhubd.lab import internet, netns
+from energyhubd.lab.internet import MiniLab, diagnose_in
+
+pytestmark = pytest.mark.netns
+
+DNS = [internet.CUSTOMER_RESOLVER]
+FALLBACK = [internet.DNS_IP]
+ALL_FLOWS = {
+    "dns",
+    "dns_fallback",
+    "ntp",
+    "clock",
+    "mqtt_tls",
+    "mqtt_plain",
+    "gateway",
+    "update_http",
+    "update_https",
+}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniLab]:
+    prefix = f"ehTd{secrets.token_hex(2)}"
+    mini = MiniLab(prefix, tmp_path_factory.mktemp(prefix))
+    try:
+        mini.up()
+        yield mini
+    finally:
+        mini.down()
+
+
+@pytest.fixture
+def site(lab: MiniLab) -> Iterator[MiniLab]:
+    lab.services.clear()
+    try:
+        yield lab
+    finally:
+        lab.services.clear()
+
+
+def diagnose(lab: MiniLab, **overrides: Any) -> dict[str, list[dict[str, Any]]]:
+    config = {**lab.services.outbound_config(), **overrides}
+    rows = diagnose_in(lab.router, config, DNS, FALLBACK)
+    by_flow: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_flow.setdefault(row["flow"], []).append(row)
+    return by_flow
+
+
+def failing(rows: dict[str, list[dict[str, Any]]]) -> set[str]:
+    return {flow for flow, items in rows.items() if not all(r["passed"] for r in items)}
+
+
+def test_every_flow_passes_on_an_open_network(site: MiniLab) -> None:
+    rows = diagnose(site)
+    assert set(rows) == ALL_FLOWS
+    assert failing(rows) == set()
+    assert rows["mqtt_tls"][0]["detail"]["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    assert rows["ntp"][0]["detail"]["stratum"] == 3
+    assert rows["gateway"][0]["reason"].startswith("TCP 2443 to 203.0.113.20: SSH server answered")
+    assert rows["clock"][0]["reason"].startswith("clock synchronised")
+
+
+@pytest.mark.parametrize(
+    ("flow", "how", "broken", "reason"),
+    [
+        ("dns", "drop", {"dns"}, "DNS server 198.51.100.1: no answer within 2 s (filtered)"),
+        ("dns", "reject", {"dns"}, "DNS server 198.51.100.1: UDP 53 unreachable (ICMP"),
+        ("dns_fallback", "drop", {"dns_fallback"}, "DNS server 203.0.113.53: no answer within"),
+        (
+            "ntp",
+            "drop",
+            {"ntp", "clock"},
+            "UDP 123 to NTP server 0.openwrt.pool.ntp.org: no answer",
+        ),
+        ("mqtt_tls", "drop", {"mqtt_tls"}, "TCP 8883 to data2.ferroamp.se: no answer within 2 s"),
+        ("mqtt_tls", "reject", {"mqtt_tls"}, "TCP 8883 to data2.ferroamp.se: connection refused"),
+        ("mqtt_plain", "drop", {"mqtt_plain"}, "TCP 1883 to data2.ferroamp.se: no answer"),
+        (
+            "gateway",
+            "drop",
+            {"gateway"},
+            "TCP 2443 to 203.0.113.20: no answer within 2 s (filtered)",
+        ),
+        (
+            "update_http",
+            "drop",
+            {"update_http"},
+            "TCP 80 to s3.eu-central-1.amazonaws.com: no answer",
+        ),
+        ("update_https", "drop", {"update_https"}, "TCP 443 to s3.eu-central-1.amazonaws.com: no"),
+    ],
+)
+def test_a_blocked_flow_fails_with_a_reason_it_can_act_on(
+    site: MiniLab, flow: str, how: str, broken: set[str], reason: str
+) -> None:
+    site.services.block(flow, how)
+    rows = diagnose(site)
+    assert failing(rows) == broken
+    first = rows[flow][0]
+    assert first["reason"].startswith(reason), first["reason"]
+    site.services.clear()
+    assert failing(diagnose(site)) == set()
+
+
+def test_ntp_blocked_means_clock_not_confirmed(site: MiniLab) -> None:
+    site.services.block("ntp")
+    rows = diagnose(site)
+    assert rows["clock"][0]["reason"].startswith("clock not confirmed: no NTP server answered")
+
+
+@pytest.mark.parametrize(
+    ("flow", "consequence"),
+    [
+        ("update_https", "automatic updates will fail"),
+        ("mqtt_tls", "the portal link (MQTT over TLS) will fail"),
+    ],
+)
+def test_tls_interception_is_named_with_the_issuer(
+    site: MiniLab, flow: str, consequence: str
+) -> None:
+    site.services.intercept(flow)
+    rows = diagnose(site)
+    assert failing(rows) == {flow}
+    host = "s3.eu-central-1.amazonaws.com" if flow == "update_https" else "data2.ferroamp.se"
+    assert rows[flow][0]["reason"] == (
+        f"TLS to {host} is intercepted by a device on the customer network "
+        f"(issuer: Contoso Inspection CA (Contoso Firewall)); {consequence}"
+    )
+
+
+def test_a_certificate_for_another_name_is_reported(site: MiniLab) -> None:
+    rows = diagnose(site, update_host=internet.S3_IP)
+    reason = rows["update_https"][0]["reason"]
+    assert "presented a certificate for another name" in reason
+    assert "EnergyHub Lab Root CA" in reason
+
+
+def test_something_that_is_not_ssh_on_the_gateway_port(site: MiniLab) -> None:
+    rows = diagnose(site, gateway_address=internet.OTHER_IP)
+    assert rows["gateway"][0]["reason"].startswith(
+        "TCP 2443 to 203.0.113.99: answered with something that is not SSH"
+    )
+
+
+def test_no_dns_at_all_fails_the_named_flows_with_the_cause(site: MiniLab) -> None:
+    site.services.block("dns")
+    site.services.block("dns_fallback")
+    rows = diagnose(site)
+    assert "gateway" not in failing(rows)  # an address needs no DNS
+    assert rows["mqtt_tls"][0]["reason"].startswith("cannot resolve data2.ferroamp.se: DNS server")
+
+
+def _check_dns_in(ns: str, server: str, name: str) -> dict[str, Any]:
+    code = (
+        "import json,sys\n"
+        "from energyhubd.outbound.diagnose import check_dns\n"
+        "print(json.dumps(check_dns(sys.argv[1], sys.argv[2], 2.0).as_dict()))\n"
+    )
+    out = netns.ns_run(ns, [sys.executable, "-c", code, server, name])
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("server", "name", "reason"),
+    [
+        (internet.DNS_IP, "unknown.example", "DNS server 203.0.113.53 refused the query"),
+        (
+            internet.DNS_IP,
+            internet.NXDOMAIN_NAME,
+            f"DNS server 203.0.113.53 says {internet.NXDOMAIN_NAME} does not exist (NXDOMAIN)",
+        ),
+        (internet.GATEWAY_IP, "data2.ferroamp.se", "DNS server 203.0.113.20: UDP 53 unreachable"),
+    ],
+)
+def test_dns_answers_are_told_apart(site: MiniLab, server: str, name: str, reason: str) -> None:
+    row = _check_dns_in(site.router, server, name)
+    assert not row["passed"]
+    assert row["reason"].startswith(reason), row["reason"]
+
+
+def test_diagnose_cli_exit_status(site: MiniLab) -> None:
+    cmd = [sys.executable, "-m", "energyhubd.outbound.diagnose"]
+    cmd += ["--outbound", json.dumps(site.services.outbound_config())]
+    cmd += ["--dns", internet.CUSTOMER_RESOLVER, "--fallback", internet.DNS_IP]
+    ok = subprocess.run(netns.ns_cmd(site.router, cmd), capture_output=True, timeout=60)
+    assert ok.returncode == 0
+    site.services.block("gateway")
+    bad = subprocess.run(netns.ns_cmd(site.router, cmd), capture_output=True, timeout=60)
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["failed_flows"] == ["gateway"]
