@@ -19,7 +19,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check daemon tests bench
 
 typecheck: setup
-	$(VENV)/bin/mypy daemon
+	scripts/typecheck.sh
 
 bench: setup
 	$(PY) bench/run.py

@@ -13,9 +13,10 @@ import sys
 from typing import Any
 
 from energyhubd.control.client import ControlError, call
-from energyhubd.control.render import render_devices, render_status
+from energyhubd.control.render import render_devices, render_diagnose, render_status
 
 UBUS_SOCKET = "/var/run/ubus/ubus.sock"
+EXIT_FLOW_FAILED = 3
 
 
 def _socket_path(args: argparse.Namespace) -> str:
@@ -47,13 +48,16 @@ def _use_ubus(args: argparse.Namespace) -> bool:
 
 
 def invoke(
-    args: argparse.Namespace, method: str, params: dict[str, Any] | None = None
+    args: argparse.Namespace,
+    method: str,
+    params: dict[str, Any] | None = None,
+    timeout: float = 35.0,
 ) -> dict[str, Any]:
     if _use_ubus(args):
         from energyhubd.control.ubus_client import call_ubus
 
         return call_ubus(method, params or {})
-    return call(_socket_path(args), method, params)
+    return call(_socket_path(args), method, params, timeout=timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,14 +73,31 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("config", help="the running configuration (secrets redacted)")
     sub.add_parser("reload", help="re-read the configuration and apply it")
+    diag = sub.add_parser(
+        "diagnose",
+        help="check every required outbound flow (exit 0 all pass, 3 a flow fails)",
+    )
+    diag.add_argument("--json", action="store_true", help="machine-readable output")
+    diag.add_argument("--timeout", type=int, default=60, help="seconds to wait (1-300)")
+    diag.add_argument("--no-wait", action="store_true", help="start a run and return; see status")
     args = parser.parse_args(argv)
+    params: dict[str, Any] = {}
+    timeout = 35.0
+    if args.command == "diagnose":
+        params = {"wait": not args.no_wait, "timeout": args.timeout}
+        timeout = args.timeout + 10.0
     try:
-        result = invoke(args, args.command)
+        result = invoke(args, args.command, params, timeout)
     except ControlError as exc:
         print(f"energyhubctl: {exc}", file=sys.stderr)
         return 1
     if args.command == "reload":
         return _report_reload(result)
+    if args.command == "diagnose":
+        print(
+            json.dumps(result, indent=2, sort_keys=True) if args.json else render_diagnose(result)
+        )
+        return 0 if result.get("passed", True) else EXIT_FLOW_FAILED
     if args.command == "config" or getattr(args, "json", False):
         print(json.dumps(result, indent=2, sort_keys=True))
     elif args.command == "status":

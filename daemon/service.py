@@ -22,16 +22,19 @@ from energyhubd.config.load import load_file, parse_document
 from energyhubd.config.model import Config
 from energyhubd.control.methods import MethodError, MethodTable
 from energyhubd.control.status import build_method_table, render_running_config
-from energyhubd.inventory.events import EventStream
+from energyhubd.inventory.events import Event, EventStream
 from energyhubd.inventory.monitor import InventoryMonitor, lease_file_for
 from energyhubd.kernel.dnsmasq import DnsmasqSupervisor
 from energyhubd.kernel.netlink import Netlink
 from energyhubd.kernel.nftables_exec import NftError, NftExecutor
 from energyhubd.kernel.nlevents import LinkEvents, NftMonitor
 from energyhubd.loop import EventLoop, Timer
+from energyhubd.outbound.service import OutboundService
 from energyhubd.policy import nft
 from energyhubd.policy.apply import apply_policy
 from energyhubd.policy.dhcp import build_plan
+from energyhubd.portal import local as portal_local
+from energyhubd.portal.runner import PortalRunner
 
 log = logging.getLogger("energyhubd")
 
@@ -79,6 +82,11 @@ class Daemon:
         self.methods: MethodTable = build_method_table(self)
         self.events = EventStream()
         self.inventory: InventoryMonitor | None = None
+        self.outbound = OutboundService(self.loop, self.nft, resolv_file, self.publish)
+        self.portal: PortalRunner | None = None
+        # The local file's last valid content: what a push is merged with and what a
+        # rollback without a confirmed push returns to.
+        self.local_config: Config | None = None
 
     # -- start and stop -----------------------------------------------------------------
     def load_config(self) -> Config:
@@ -89,20 +97,26 @@ class Daemon:
     def start(self) -> None:
         """Apply the configuration and begin serving. Raises ConfigError/NftError on failure."""
         config = self.load_config()
+        self.local_config = config
         self._write_pid_file()
         self.loop.on_signal(signal.SIGTERM, self.stop)
         self.loop.on_signal(signal.SIGINT, self.stop)
-        self.loop.on_signal(signal.SIGHUP, lambda: self.reload("SIGHUP"))
+        self.loop.on_signal(signal.SIGHUP, self._reload_on_signal)
         self.loop.on_signal(signal.SIGUSR1, self.leases_changed)
         self.monitor = NftMonitor()
         self.loop.add_reader(self.monitor, self._on_nft_event)
         self.link_events = LinkEvents()
         self.loop.add_reader(self.link_events, self._on_link_event)
-        self._apply(config, "start")
+        self._configure_portal(config, start=False)
+        recovered = self.portal.recover() if self.portal is not None else False
+        if not recovered:
+            self._apply(self._startup_config(config), "start")
         from energyhubd.control.socket_server import ControlServer
 
         self.control = ControlServer(config.control_socket, self.methods)
         self.control.start()
+        if self.portal is not None:
+            self.portal.start()
         log.info(
             "energyhubd %s running (config %s, control socket %s)",
             __version__,
@@ -122,12 +136,15 @@ class Daemon:
 
     def shutdown(self) -> None:
         """Leave the firewall table in place: a stopped daemon must not open the site."""
+        if self.portal is not None:
+            self.portal.stop()
         if self.control is not None:
             self.control.stop()
         if self.dnsmasq is not None:
             self.dnsmasq.stop()
         if self.inventory is not None:
             self.inventory.close()
+        self.outbound.close()
         for closer in (self.monitor, self.link_events):
             if closer is not None:
                 closer.close()
@@ -148,7 +165,13 @@ class Daemon:
     def _apply(self, config: Config, reason: str) -> None:
         """Apply ``config``; on failure the previous policy stays in force."""
         try:
-            outcome = apply_policy(config, self.nft, self.netlink, self.live_addresses())
+            outcome = apply_policy(
+                config,
+                self.nft,
+                self.netlink,
+                self.live_addresses(),
+                self.outbound.egress_inputs(config),
+            )
         except NftError as exc:
             self.policy.update(
                 state="error" if self.config is None else self.policy["state"], last_error=str(exc)
@@ -177,8 +200,22 @@ class Daemon:
             outcome.digest,
             outcome.seconds * 1000,
         )
+        if outcome.changed:
+            self.events.publish(
+                Event(
+                    "policy_applied",
+                    time.time(),
+                    data={
+                        "version": config.version,
+                        "digest": outcome.digest,
+                        "reason": reason,
+                        "ms": round(outcome.seconds * 1000, 1),
+                    },
+                )
+            )
         self._configure_dhcp(config)
         self._configure_inventory(config)
+        self.outbound.configure(config)
         self.publish()
 
     def live_addresses(self) -> dict[str, str]:
@@ -214,6 +251,9 @@ class Daemon:
                 return
         self.publish()
 
+    def _reload_on_signal(self) -> None:
+        self.reload("SIGHUP")
+
     def reload(self, reason: str = "reload") -> dict[str, Any]:
         try:
             config = self.load_config()
@@ -230,7 +270,9 @@ class Daemon:
         except NftError as exc:
             log.error("policy not applied, running policy kept: %s", exc)
             return {"applied": False, "errors": [{"field": "", "reason": str(exc)}]}
+        self.local_config = config
         self.config_error = None
+        self._configure_portal(config, start=True)
         self.publish()
         return {"applied": True, "version": config.version, "digest": self.policy["digest"]}
 
@@ -263,6 +305,10 @@ class Daemon:
         self.policy["drift_repairs"] += 1
         self.policy["last_drift"] = time.time()
         log.warning("table inet %s was %s outside energyhubd; restored", nft.TABLE, what)
+        self.outbound.table_restored()
+        self.events.publish(
+            Event("drift_repaired", time.time(), "warning", {"table": nft.TABLE, "was": what})
+        )
         self.publish()
 
     def _on_link_event(self) -> None:
@@ -276,12 +322,17 @@ class Daemon:
         if self.config is not None:
             try:
                 changed = apply_policy(
-                    self.config, self.nft, self.netlink, self.live_addresses()
+                    self.config,
+                    self.nft,
+                    self.netlink,
+                    self.live_addresses(),
+                    self.outbound.egress_inputs(self.config),
                 ).changed
                 if changed:
                     log.info("addresses re-applied after a link change")
             except NftError as exc:
                 log.error("re-apply after a link change failed: %s", exc)
+            self.outbound.wan_changed(self.netlink.wan_state(self.config.wan.device).addresses)
         self.publish()
 
     # -- DHCP ---------------------------------------------------------------------------
@@ -318,10 +369,103 @@ class Daemon:
         if self.inventory is not None:
             self.inventory.leases_changed()
 
+    # -- portal link ----------------------------------------------------------------------
+    def _configure_portal(self, config: Config, start: bool) -> None:
+        """One portal link while ``portal.enabled``; a changed portal section restarts it."""
+        settings = config.portal
+        wanted = settings is not None and settings.enabled
+        current = self.portal
+        if current is not None:
+            same = (
+                wanted
+                and current.settings == settings
+                and current.identity == (config.device_id, config.state_dir)
+            )
+            if same:
+                return
+            current.stop()
+            self.portal = None
+            log.info("portal link stopped (configuration changed)")
+        if not wanted:
+            return
+        self.portal = PortalRunner(
+            self.loop,
+            settings,
+            config.device_id,
+            config.state_dir,
+            self.events,
+            apply=self._portal_apply,
+            restore=self._portal_restore,
+            on_confirmed=self._portal_confirmed,
+            validate=self._portal_validate,
+            status=lambda: self.snapshot,
+        )
+        if start:
+            self.portal.start()
+
+    def _startup_config(self, local: Config) -> Config:
+        """A confirmed push newer than the local file (write-back failed) wins at start."""
+        if self.portal is None:
+            return local
+        last_good = self.portal.store.load_last_good()
+        if last_good is None or not isinstance(last_good.get("version"), int):
+            return local
+        if last_good["version"] <= local.version:
+            return local
+        try:
+            return self._portal_validate(last_good)
+        except ConfigError as exc:
+            log.error("confirmed push %s no longer valid here: %s", last_good["version"], exc)
+            return local
+
+    def _portal_validate(self, document: dict[str, Any]) -> Config:
+        local = self.local_config.document if self.local_config is not None else {}
+        return portal_local.validate_push(document, local)
+
+    def _portal_apply(self, document: dict[str, Any], config: object) -> None:
+        """A validated push becomes the running policy (raises if the kernel refuses)."""
+        assert isinstance(config, Config)
+        self._apply(config, f"portal push version {config.version}")
+
+    def _portal_restore(self, last_good: dict[str, Any] | None) -> None:
+        """Roll back whole: the last confirmed push, or the local file when there is none."""
+        config = self.local_config
+        if last_good is not None:
+            try:
+                config = self._portal_validate(last_good)
+            except ConfigError as exc:
+                log.error("last good push is not valid here, using the local file: %s", exc)
+        if config is None:
+            config = self.load_config()
+        self._apply(config, "rollback")
+
+    def _portal_confirmed(self, document: dict[str, Any]) -> None:
+        """A push stood its confirm window: the local file now says what runs."""
+        local = self.local_config.document if self.local_config is not None else {}
+        merged = portal_local.merge_local(document, local)
+        try:
+            self.local_config = parse_document(merged, "confirmed push")
+        except ConfigError as exc:
+            log.error("confirmed push not kept as local configuration: %s", exc)
+            return
+        if self.config_path is None:
+            return
+        try:
+            if portal_local.write_back(self.config_path, merged):
+                log.info(
+                    "configuration version %s written to %s",
+                    merged.get("version"),
+                    self.config_path,
+                )
+        except OSError as exc:
+            log.error("could not write the confirmed push to %s: %s", self.config_path, exc)
+
     # -- status -------------------------------------------------------------------------
     def publish(self) -> None:
         """Build a fresh immutable snapshot; readers on other threads see old or new, whole."""
         self.snapshot = self.build_snapshot()
+        if self.portal is not None:
+            self.portal.status_changed(self.snapshot)
 
     def build_snapshot(self) -> dict[str, Any]:
         config = self.config
@@ -347,6 +491,7 @@ class Daemon:
                 "table": f"{nft.FAMILY} {nft.TABLE}",
             },
         }
+        status["portal"] = self._portal_status(config)
         if config is None:
             return status
         status["wan"] = {
@@ -383,6 +528,7 @@ class Daemon:
                 "lease_reads": self.inventory.lease_reads,
             }
             status["devices"] = self.inventory.registry.devices()
+        status["outbound"] = self.outbound.status()
         status["events"] = self.events.history(limit=20)
         targets = nft.resolve_targets(config, self.live_addresses())
         status["forwards"] = [
@@ -399,6 +545,19 @@ class Daemon:
             for f in config.forwards
         ]
         return status
+
+    def _portal_status(self, config: Config | None) -> dict[str, Any]:
+        if self.portal is None:
+            enabled = bool(config and config.portal and config.portal.enabled)
+            return {"enabled": enabled, "connected": False}
+        facts = self.portal.link_facts()
+        settings = self.portal.settings
+        return {
+            "enabled": True,
+            "broker": f"{settings.host}:{settings.port}",
+            **facts,
+            "connected_since": iso(facts["connected_since"]),
+        }
 
     def running_config(self) -> dict[str, Any]:
         if self.config is None:

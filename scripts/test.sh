@@ -5,6 +5,6 @@ set -eu
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check daemon tests bench
 .venv/bin/ruff format --check daemon tests bench
-.venv/bin/mypy daemon
+scripts/typecheck.sh
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 .venv-feed/bin/python -m pytest -q -p no:cacheprovider -m feed "$@"

@@ -249,7 +249,7 @@ def parse_document(obj: Any, source: str = "") -> model.Config:
     forwards = _parse_forwards(c, doc.get("forwards"), lan, wan)
 
     egress = c.obj(doc.get("egress"), "egress", {"mode"})
-    egress_mode = c.choice(egress.get("mode"), "egress.mode", "open", ("open",))
+    egress_mode = c.choice(egress.get("mode"), "egress.mode", "open", ("open", "allowlist"))
     dns = c.obj(doc.get("dns"), "dns", {"fallback"})
     fallback: tuple[ipaddress.IPv4Address, ...] = model.DEFAULT_DNS_FALLBACK_ADDRS
     if "fallback" in dns:

@@ -69,6 +69,98 @@ def render_status(status: dict[str, Any]) -> str:
                 f"{f.get('address') or '(absent)'}:{f['target_port']}  {f['state']}"
                 f"  from {src}"
             )
+    outbound = status.get("outbound")
+    if outbound:
+        lines += render_outbound(outbound)
+    return "\n".join(lines)
+
+
+def _latency(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def render_outbound(outbound: dict[str, Any]) -> list[str]:
+    """Status lines: last diagnostics verdict, the egress mode with drops, the tunnel."""
+    lines: list[str] = []
+    diag = outbound.get("diagnostics") or {}
+    last = diag.get("last")
+    state = diag.get("state", "idle")
+    busy = f" ({state})" if state != "idle" else ""
+    if not last:
+        lines.append(f"outbound  not diagnosed yet{busy}")
+    elif last.get("passed"):
+        lines.append(
+            f"outbound  all {len(last.get('rows', []))} checks pass  "
+            f"({last.get('at')}, {last.get('trigger')}){busy}"
+        )
+    else:
+        lines.append(
+            f"outbound  FAILING {', '.join(last.get('failed_flows') or ['?'])}  "
+            f"({last.get('at')}, {last.get('trigger')}){busy}"
+        )
+        for row in last.get("rows", []):
+            if not row.get("passed"):
+                lines.append(f"          {row.get('flow')}: {row.get('reason')}")
+        if last.get("error"):
+            lines.append(f"          {last['error']}")
+    egress = outbound.get("egress") or {}
+    if egress.get("mode") == "allowlist":
+        drops = egress.get("drops") or {}
+        parts = []
+        for side in ("router", "lan"):
+            counted = {f: n for f, n in (drops.get(side) or {}).items() if n}
+            if counted:
+                parts.append(f"{side} " + ", ".join(f"{f} {n}" for f, n in sorted(counted.items())))
+        lines.append(
+            f"egress    allowlist  broker {', '.join(egress.get('broker_addresses') or []) or '-'}"
+            f"  dns {', '.join(egress.get('dns_servers') or []) or '-'}"
+            f"  s3 {egress.get('s3_prefixes', 0)} prefixes"
+        )
+        lines.append(f"          dropped: {'; '.join(parts) if parts else 'nothing'}")
+        for key in ("broker_error", "ip_ranges_error", "sets_error"):
+            if egress.get(key):
+                lines.append(f"          {key.replace('_', ' ')}: {egress[key]}")
+    else:
+        lines.append("egress    open")
+    tunnel = outbound.get("tunnel") or {}
+    text = f"tunnel    {tunnel.get('mode', 'disabled')}"
+    if tunnel.get("mode", "disabled") != "disabled":
+        text += f" {tunnel.get('state')}  {tunnel.get('gateway')}"
+        text += f"  restarts {tunnel.get('restarts')}"
+        if tunnel.get("expires_in_s") is not None:
+            text += f"  expires in {_duration(tunnel['expires_in_s'])}"
+        if tunnel.get("last_exit"):
+            text += f"  last exit: {tunnel['last_exit']}"
+    lines.append(text)
+    return lines
+
+
+def render_diagnose(result: dict[str, Any]) -> str:
+    """The ``diagnose`` answer as a table: flow, result, latency, reason."""
+    if "rows" not in result:  # --no-wait: the run was only requested
+        return (
+            f"diagnostics run {result.get('run')} {result.get('state', 'requested')}; "
+            "see 'energyhubctl status' for its result"
+        )
+    rows = result.get("rows") or []
+    lines = [
+        f"diagnostics run {result.get('run')} at {result.get('at')} "
+        f"({result.get('seconds')} s); DNS servers "
+        f"{', '.join(result.get('dns_servers') or []) or 'none'} ({result.get('dns_source')}), "
+        f"fallback {', '.join(result.get('fallback') or []) or 'none'}",
+        f"{'FLOW':13} {'RESULT':6} {'LATENCY':>8}  REASON",
+    ]
+    for row in rows:
+        lines.append(
+            f"{row.get('flow', '-'):13} {'PASS' if row.get('passed') else 'FAIL':6} "
+            f"{_latency(row.get('latency_ms')):>8}  {row.get('reason')}"
+        )
+    if result.get("error"):
+        lines.append(f"error: {result['error']}")
+    failed = result.get("failed_flows") or []
+    lines.append(
+        "all flows pass" if result.get("passed") else f"FAILING: {', '.join(dict.fromkeys(failed))}"
+    )
     return "\n".join(lines)
 
 

@@ -1,6 +1,8 @@
 """The local control socket: one JSON request per line, one JSON answer per line.
 
-Served on its own thread so a query never waits for the event loop. The socket is created
+Served on its own thread so a query never waits for the event loop. Each connection is
+answered on a short-lived thread (at most ``MAX_CLIENTS`` at once): ``diagnose`` may wait many
+seconds for its worker, and ``status`` must still answer meanwhile. The socket is created
 mode 0600: only root (the administrator) may talk to the daemon.
 """
 
@@ -21,6 +23,7 @@ log = logging.getLogger("energyhubd.control")
 
 MAX_REQUEST = 64 * 1024
 CLIENT_TIMEOUT = 5.0
+MAX_CLIENTS = 8
 
 
 def handle_request(table: MethodTable, raw: bytes) -> dict[str, Any]:
@@ -62,6 +65,7 @@ class ControlServer:
             os.umask(old)
         self._sock.listen(8)
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
 
     def start(self) -> None:
         self._thread.start()
@@ -74,8 +78,21 @@ class ControlServer:
                 if self._stop.is_set():
                     return
                 continue
+            if not self._slots.acquire(blocking=False):
+                # Every slot busy: say so instead of queueing behind slow calls.
+                with conn, contextlib.suppress(OSError):
+                    conn.sendall(b'{"ok": false, "error": "the daemon is busy; try again"}\n')
+                continue
+            threading.Thread(
+                target=self._answer_and_close, args=(conn,), name="control-client", daemon=True
+            ).start()
+
+    def _answer_and_close(self, conn: socket.socket) -> None:
+        try:
             with conn:
                 self._answer(conn)
+        finally:
+            self._slots.release()
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(CLIENT_TIMEOUT)

@@ -1,7 +1,8 @@
 """The daemon's control methods, answered from the published snapshot.
 
 Read methods never wait for the event loop; ``reload`` (a write method) is handed to the loop
-and its result returned.
+and its result returned. ``diagnose`` asks the loop for a run (an instant call) and then waits
+for the worker on the calling transport's thread, so the loop keeps serving meanwhile.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from energyhubd.config.model import Config
-from energyhubd.control.methods import Method, MethodTable
+from energyhubd.control.methods import Method, MethodError, MethodTable
 
 if TYPE_CHECKING:
     from energyhubd.service import Daemon
 
 SECRET_WORDS = ("key", "password", "secret", "token", "passphrase")
+DIAGNOSE_WAIT = 60
+MAX_DIAGNOSE_WAIT = 300
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -55,11 +58,41 @@ def build_method_table(daemon: Daemon) -> MethodTable:
     def reload(_args: dict[str, Any]) -> dict[str, Any]:
         return daemon.call_on_loop(lambda: daemon.reload("control reload"))
 
+    def diagnose(args: dict[str, Any]) -> dict[str, Any]:
+        """Ask the loop for a run (instant), then wait on this thread, never on the loop."""
+        wait = args.get("wait", True)
+        timeout = args.get("timeout", DIAGNOSE_WAIT)
+        if not 1 <= timeout <= MAX_DIAGNOSE_WAIT:
+            raise MethodError(
+                f"diagnose: argument 'timeout' must be 1-{MAX_DIAGNOSE_WAIT} seconds, not {timeout}"
+            )
+        service = daemon.outbound
+        number = daemon.call_on_loop(lambda: {"run": service.request("on demand")})["run"]
+        if not wait:
+            status = daemon.call_on_loop(service.diagnostics_status)
+            return {"run": number, **status}
+        try:
+            result = service.wait_for(number, timeout)
+        except RuntimeError as exc:
+            raise MethodError(f"diagnose: {exc}") from None
+        if result is None:
+            raise MethodError(
+                f"diagnose: run {number} did not finish within {timeout} s; "
+                "its result will be in status (outbound.diagnostics)"
+            )
+        return result.as_dict()
+
     return MethodTable(
         [
             Method("status", status, doc="health of the daemon, policy, WAN, LAN and forwards"),
             Method("devices", devices, doc="devices on the internal network"),
             Method("config", config, doc="the running configuration, secrets redacted"),
             Method("reload", reload, write=True, doc="re-read the configuration and apply it"),
+            Method(
+                "diagnose",
+                diagnose,
+                args={"wait": bool, "timeout": int},
+                doc="check every required outbound flow; wait (default true) up to timeout s",
+            ),
         ]
     )

@@ -81,6 +81,26 @@ class NftExecutor:
     def delete(self) -> None:
         self._json_cmd(nft.delete_transaction())
 
+    def update_sets(self, transaction: dict[str, Any]) -> None:
+        """Change the contents of our table's named sets in one atomic transaction.
+
+        For learned data that changes between applies (resolved broker addresses, S3
+        prefixes, DNS servers): only ``element`` commands and ``flush set`` on our own table
+        are accepted, so this path can never alter rules or touch another table.
+        """
+        for command in transaction.get("nftables", []):
+            verb, body = next(iter(command.items()))
+            target = body.get("element") or body.get("set") or {}
+            allowed = ("element" in body and verb in ("add", "delete")) or (
+                "set" in body and verb == "flush"
+            )
+            if not allowed or target.get("table") != nft.TABLE or len(body) != 1:
+                raise NftError(f"update_sets: refused command {verb} {sorted(body)}")
+            if target.get("family") != nft.FAMILY:
+                raise NftError(f"update_sets: refused family {target.get('family')!r}")
+        if transaction.get("nftables"):
+            self._json_cmd(transaction)
+
     def counters(self) -> dict[str, int]:
         """Packet counts of our commented counter rules (e.g. ``input dropped``)."""
         listing = self.current()

@@ -13,8 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from energyhubd.lab import netns
+from energyhubd.lab import portal as lab_portal
 from energyhubd.lab.site import (
+    CONFIRM_WINDOW,
     CUSTOMER_SERVICE_PORT,
+    DEVICE_ID,
     GUEST_IP,
     MODBUS_PORT,
     ROUTER_PORTS,
@@ -235,6 +238,136 @@ def check_unknown_device(site: Site) -> tuple[bool, str]:
         site.remove_client(stranger.name)
 
 
+# -- the portal link -------------------------------------------------------------------------
+
+
+def _portal(site: Site) -> dict:
+    return dict(site.status().get("portal") or {})
+
+
+def check_portal_link(site: Site) -> tuple[bool, str]:
+    site.wait_for(lambda: _portal(site).get("connected") is True, 20, "portal link not up")
+    online = lab_portal.wait_for_message(
+        site.portal_log, "status", lambda v: isinstance(v, dict) and v.get("state") == "online", 10
+    )
+    lab_portal.wait_for_message(
+        site.portal_log, "health", lambda v: isinstance(v, dict) and "health" in v, 10
+    )
+    health = lab_portal.read_messages(site.portal_log, "health")[-1][1]
+    lan = health["health"].get("lan", {})
+    portal = _portal(site)
+    return True, (
+        f"mutual TLS to {portal.get('broker')}; status {online.get('state')} "
+        f"(software {online.get('software')}); health: display {lan.get('display_present')}, "
+        f"units {lan.get('units')}"
+    )
+
+
+def _next_version(site: Site) -> int:
+    """Above both the running version and anything the portal has asked for before."""
+    running = int(site.status()["config"]["version"] or 0)
+    reported = lab_portal.read_messages(site.portal_log, "config/reported")
+    asked = [v.get("desired_version") or 0 for _l, v in reported if isinstance(v, dict)]
+    return max([running, *asked]) + 1
+
+
+def _push_and_wait(site: Site, document: dict, state: str, timeout: float) -> dict:
+    mark = len(lab_portal.read_messages(site.portal_log, "config/reported"))
+    version = document["version"]
+    lab_portal.push(site.inet, DEVICE_ID, document)
+
+    def reached(value: object) -> bool:
+        return (
+            isinstance(value, dict)
+            and value.get("state") == state
+            and version in (value.get("desired_version"), value.get("applied_version"))
+        )
+
+    result: dict = lab_portal.wait_for_message(
+        site.portal_log, "config/reported", reached, timeout, after=mark
+    )
+    return result
+
+
+def _with_allowed_source(site: Site, version: int, source: str) -> dict:
+    config = site.router_config()
+    forwards = json.loads(json.dumps(config["forwards"]))
+    forwards[0]["allow_from"] = [*forwards[0]["allow_from"], source]
+    return lab_portal.desired_document(config, version, forwards=forwards)
+
+
+def check_push_applied(site: Site) -> tuple[bool, str]:
+    version = _next_version(site)
+    start = time.monotonic()
+    _push_and_wait(site, _with_allowed_source(site, version, "198.51.100.30"), "applied", 40)
+    took = time.monotonic() - start
+    status = site.status()
+    allowed = status["forwards"][0]["allow_from"]
+    on_disk = json.loads(site.config_path.read_text()).get("version")
+    ok = status["config"]["version"] == version and "198.51.100.30/32" in allowed
+    ok = ok and on_disk == version
+    return ok, (
+        f"version {version} applied and confirmed over a fresh connection in {took:.1f} s; "
+        f"modbus allow_from {allowed}; router.json now version {on_disk}"
+    )
+
+
+def check_push_rejected(site: Site) -> tuple[bool, str]:
+    before = site.status()
+    version = _next_version(site)
+    config = site.router_config()
+    forwards = json.loads(json.dumps(config["forwards"]))
+    del forwards[0]["allow_from"]
+    doc = lab_portal.desired_document(config, version, forwards=forwards)
+    reported = _push_and_wait(site, doc, "rejected", 20)
+    after = site.status()
+    errors = [f"{e.get('field')}: {e.get('reason')}" for e in reported.get("errors", [])]
+    ok = (
+        any(e.startswith("forwards[0].allow_from") for e in errors)
+        and after["policy"]["digest"] == before["policy"]["digest"]
+        and after["config"]["version"] == before["config"]["version"]
+    )
+    return ok, f"version {version} rejected ({'; '.join(errors)}); running policy untouched"
+
+
+def check_push_rolled_back(site: Site) -> tuple[bool, str]:
+    """A push after which no NEW connection reaches the portal stands only its window."""
+    assert site.internet is not None
+    before = site.status()
+    version = _next_version(site)
+    mark = len(lab_portal.read_messages(site.portal_log, "config/reported"))
+    site.internet.block("mqtt_tls", "drop-new")
+    try:
+        lab_portal.push(site.inet, DEVICE_ID, _with_allowed_source(site, version, "198.51.100.31"))
+        site.wait_for(lambda: site.status()["config"]["version"] == version, 15, "push not applied")
+        applied_at = time.monotonic()
+        site.wait_for(
+            lambda: _portal(site).get("config_state") == "rolled_back",
+            CONFIRM_WINDOW + 15,
+            "no rollback after the confirm window",
+        )
+        took = time.monotonic() - applied_at
+    finally:
+        site.internet.clear()
+    reported = lab_portal.wait_for_message(
+        site.portal_log,
+        "config/reported",
+        lambda v: isinstance(v, dict) and v.get("state") == "rolled_back",
+        30,
+        after=mark,
+    )
+    after = site.status()
+    ok = (
+        after["config"]["version"] == before["config"]["version"]
+        and after["policy"]["digest"] == before["policy"]["digest"]
+    )
+    return ok, (
+        f"version {version} applied, no new connection for {took:.0f} s "
+        f"(window {CONFIRM_WINDOW} s) -> version {after['config']['version']} restored whole; "
+        f"portal told {reported.get('state')} once reconnected"
+    )
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("policy applied by energyhubd run", check_policy_applied),
     ("router WAN address by DHCP", check_wan_dhcp),
@@ -251,6 +384,10 @@ CHECKS: list[tuple[str, Check]] = [
     ("second apply writes nothing", check_noop_apply),
     ("bad config rejected, ruleset untouched", check_bad_config),
     ("table restored after nft flush ruleset", check_flush_restored),
+    ("portal link: mutual TLS, status, health", check_portal_link),
+    ("portal push applied and confirmed", check_push_applied),
+    ("invalid push rejected, policy kept", check_push_rejected),
+    ("push that cuts the link rolled back", check_push_rolled_back),
 ]
 
 

@@ -88,13 +88,18 @@ def make_ca(directory: Path, name: str, cn: str, org: str) -> tuple[Path, Path]:
 
 
 def make_leaf(
-    directory: Path, name: str, ca: tuple[Path, Path], names: Sequence[str]
+    directory: Path,
+    name: str,
+    ca: tuple[Path, Path],
+    names: Sequence[str],
+    usage: str = "serverAuth",
 ) -> tuple[Path, Path]:
-    """A server certificate for ``names`` signed by ``ca``: (cert chain, key)."""
+    """A certificate for ``names`` signed by ``ca``: (cert chain, key). ``usage`` is the
+    extended key usage: ``serverAuth`` for servers, ``clientAuth`` for a device's identity."""
     cert, key, csr = (directory / f"{name}{s}" for s in (".pem", ".key", ".csr"))
     ext = directory / f"{name}.ext"
     ext.write_text(
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        f"basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"
         "subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n"
     )
     _openssl(
@@ -120,6 +125,7 @@ class InternetServices:
     gateway_host_key: str
     ip_ranges_file: Path
     python: str = sys.executable
+    require_client_cert: bool = False
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
     intercepted: set[str] = field(default_factory=set)
@@ -147,11 +153,15 @@ class InternetServices:
 
     # -- switches ----------------------------------------------------------------------
     def block(self, flow: str, how: str = "drop") -> None:
-        """Make the customer network drop (or ``reject``) one flow."""
+        """Make the customer network drop (or ``reject``) one flow.
+
+        ``drop-new`` drops only new connections: established ones keep working, as after a
+        firewall change that conntrack has not caught up with.
+        """
         if flow not in FLOW_TARGETS:
             raise LabError(f"unknown flow {flow!r} (known: {', '.join(FLOW_TARGETS)})")
-        if how not in ("drop", "reject"):
-            raise LabError("how must be drop or reject")
+        if how not in ("drop", "reject", "drop-new"):
+            raise LabError("how must be drop, reject or drop-new")
         self.blocked[flow] = how
         self._apply_switches()
 
@@ -190,6 +200,8 @@ class InternetServices:
             dest, protos, port = FLOW_TARGETS[flow]
             for proto in protos:
                 verdict = "reject with tcp reset" if (how == "reject" and proto == "tcp") else how
+                if how == "drop-new":
+                    verdict = "ct state new drop"
                 if dest is None:
                     inp.append(f"{proto} dport {port} {verdict}")
                 else:
@@ -318,7 +330,9 @@ def _wait_udp_ntp(ns: str, host: str, timeout: float = 10) -> None:
     raise LabError(f"the lab NTP server on {host} does not answer")
 
 
-def add_internet(directory: str | Path, cust_ns: str, prefix: str) -> InternetServices:
+def add_internet(
+    directory: str | Path, cust_ns: str, prefix: str, require_client_cert: bool = False
+) -> InternetServices:
     """Create ``<prefix>-inet`` behind ``cust_ns`` and start every service; see module doc.
 
     ``cust_ns`` must be the namespace that routes for the customer network (198.51.100.1);
@@ -336,7 +350,7 @@ def add_internet(directory: str | Path, cust_ns: str, prefix: str) -> InternetSe
         for addr in (DNS_IP, BROKER_IP, GATEWAY_IP, S3_IP, NTP_IP, OTHER_IP):
             netns.ip(inet, "addr", "add", f"{addr}/24", "dev", "eth0")
         netns.ip(inet, "route", "add", "default", "via", INET_GW)
-        services = _start_services(root, cust_ns, inet)
+        services = _start_services(root, cust_ns, inet, require_client_cert)
         return services
     except BaseException:
         if services is not None:
@@ -346,7 +360,9 @@ def add_internet(directory: str | Path, cust_ns: str, prefix: str) -> InternetSe
         raise
 
 
-def _start_services(root: Path, cust_ns: str, inet: str) -> InternetServices:
+def _start_services(
+    root: Path, cust_ns: str, inet: str, require_client_cert: bool = False
+) -> InternetServices:
     ca = make_ca(root, "lab-ca", "EnergyHub Lab Root CA", "EnergyHub Lab")
     names = [BROKER_NAME, S3_NAME]
     leaf = make_leaf(root, "lab-leaf", ca, names)
@@ -379,6 +395,7 @@ def _start_services(root: Path, cust_ns: str, inet: str) -> InternetServices:
         client_key=client_key,
         gateway_host_key=f"{pub[0]} {pub[1]}",
         ip_ranges_file=root / "ip-ranges.json",
+        require_client_cert=require_client_cert,
     )
     try:
         _start_all(svc, root, leaf)
@@ -413,7 +430,12 @@ def _start_all(svc: InternetServices, root: Path, leaf: tuple[Path, Path]) -> No
         "user root\nlog_dest stderr\n"
         f"listener 1883 {BROKER_IP}\n"
         f"listener 8883 {BROKER_IP}\ncertfile {leaf[0]}\nkeyfile {leaf[1]}\n"
-        "tls_version tlsv1.2\nrequire_certificate false\n"
+        "tls_version tlsv1.2\n"
+        + (
+            f"require_certificate true\ncafile {svc.ca_file}\nuse_identity_as_username true\n"
+            if svc.require_client_cert
+            else "require_certificate false\n"
+        )
     )
     svc._spawn(inet, "broker", ["mosquitto", "-c", str(mq)])
     # sshd as the service gateway.

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from energyhubd.control.client import ControlError, call
-from energyhubd.lab import netns
+from energyhubd.lab import internet, netns
+from energyhubd.lab import portal as lab_portal
 from energyhubd.lab.netns import LabError
 
 LAB_ROOT = Path("/run/energyhubd-lab")
@@ -41,6 +42,8 @@ ROUTER_PORTS = (22, 80, 443, 502, 1883, 8883)
 CUSTOMER_SERVICE_PORT = 8080
 MODBUS_PORT = 502
 UNIT2_FORWARD_PORT = 8502
+DEVICE_ID = "eh-lab"
+CONFIRM_WINDOW = 15
 
 UDHCPC_SCRIPT = """#!/bin/sh
 # udhcpc hook for lab hosts: configure only this namespace's interface and routes.
@@ -83,6 +86,7 @@ class Site:
 
     def __post_init__(self) -> None:
         self.dir = LAB_ROOT / self.prefix
+        self.internet: internet.InternetServices | None = None
         self.clients = [Client("display", "02:eb:00:00:00:01", "display")]
         for i in range(1, self.units + 1):
             self.clients.append(Client(f"unit{i}", f"02:eb:00:00:01:{i:02x}", f"energyhub-unit{i}"))
@@ -107,6 +111,38 @@ class Site:
     def lease_file(self) -> Path:
         return self.dir / "router-state" / "dnsmasq" / "dhcp.leases"
 
+    @property
+    def internet_dir(self) -> Path:
+        return self.dir / "internet"
+
+    @property
+    def inet(self) -> str:
+        """The namespace of the lab's internet (portal broker, DNS, gateway, S3, NTP)."""
+        return f"{self.prefix}-inet"
+
+    @property
+    def netns_etc(self) -> Path:
+        """``ip netns exec`` mounts this directory's resolv.conf over the router's."""
+        return Path("/etc/netns") / self.router
+
+    @property
+    def portal_log(self) -> Path:
+        """Every message the router published to the portal, as the recorder saw it."""
+        return self.dir / f"{lab_portal.RECORDER}.log"
+
+    def portal_settings(self) -> dict[str, Any]:
+        """The router's portal section: the lab broker under the production name, mutual TLS."""
+        return {
+            "host": internet.BROKER_NAME,
+            "ca_file": str(self.internet_dir / "lab-ca.pem"),
+            "cert_file": str(self.internet_dir / "router-client.pem"),
+            "key_file": str(self.internet_dir / "router-client.key"),
+            "health_interval": 60,
+            "confirm_window": CONFIRM_WINDOW,
+            "backoff_initial": 0.5,
+            "backoff_max": 4,
+        }
+
     def namespaces(self) -> list[str]:
         return [n for n in netns.list_namespaces() if n.startswith(f"{self.prefix}-")]
 
@@ -117,7 +153,7 @@ class Site:
         return {
             "schema": 1,
             "version": 1,
-            "device_id": "eh-lab",
+            "device_id": DEVICE_ID,
             "platform": "linux",
             "state_dir": str(self.dir / "router-state"),
             "wan": {"device": "wan", "proto": "dhcp"},
@@ -155,6 +191,7 @@ class Site:
             "inventory": {"expected_units": self.units},
             "dns": {"fallback": [CUSTOMER_GW]},
             "control": {"socket": self.socket},
+            "portal": self.portal_settings(),
         }
 
     def write_config(self, document: dict[str, Any] | None = None) -> None:
@@ -214,6 +251,20 @@ class Site:
             ports.append(port)
         netns.bridge(sw, "sw", ports)
 
+        progress("internet: DNS, portal broker, gateway, S3, NTP")
+        self.internet = internet.add_internet(self.dir, cust, self.prefix, require_client_cert=True)
+        ca = self.internet.ca_file
+        internet.make_leaf(
+            self.internet_dir,
+            "router-client",
+            (ca, ca.with_suffix(".key")),
+            [DEVICE_ID],
+            usage="clientAuth",
+        )
+        self.spawn(self.inet, lab_portal.RECORDER, lab_portal.recorder_command(DEVICE_ID))
+        # The router resolves the portal name through the customer's DNS, as on a real site.
+        self.netns_etc.mkdir(parents=True, exist_ok=True)
+        (self.netns_etc / "resolv.conf").write_text(f"nameserver {CUSTOMER_GW}\n")
         progress("customer DHCP server")
         self.spawn(
             cust,
@@ -235,6 +286,7 @@ class Site:
                 f"--pid-file={self.dir / 'cust-dnsmasq.pid'}",
                 "--log-facility=-",
                 "--address=/customer.lab/198.51.100.1",
+                f"--server={internet.DNS_IP}",
             ],
         )
         progress("router WAN address by DHCP")
@@ -344,6 +396,7 @@ class Site:
                 os.kill(pid, 15)
         for ns in self.namespaces():
             netns.delete_namespace(ns)
+        shutil.rmtree(self.netns_etc, ignore_errors=True)
         if self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
 

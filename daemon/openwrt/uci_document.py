@@ -491,11 +491,12 @@ def document_to_package(doc: dict[str, Any]) -> Package:
             package.sections.append(_section_from(spec, item, path, errors, name))
             _unknown_keys(item, (), item_known, set(), path, errors)
     for type_, option in flags:
-        section = singles.get(type_)
-        if section is None:
-            section = Section(type_, SPEC_BY_TYPE[type_].uci_name)
-            singles[type_] = section
-            package.sections.insert(_order(package, type_), section)
+        found = singles.get(type_)
+        if found is None:
+            found = Section(type_, SPEC_BY_TYPE[type_].uci_name)
+            singles[type_] = found
+            package.sections.insert(_order(package, type_), found)
+        section = found
         section.options[option] = NONE_WORD
     _unknown_keys(doc, (), known, lists, "", errors)
     if errors:

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from energyhubd.config.model import Config
+from energyhubd.outbound.settings import OutboundSettings
 from energyhubd.policy.nft import FAMILY, PRIO_FILTER, TABLE
 
 Json = dict[str, Any]
@@ -330,3 +332,89 @@ def drop_counters(listing: Mapping[str, Any]) -> dict[str, dict[str, int]]:
             if "counter" in expr:
                 out[side][flow] = out[side].get(flow, 0) + int(expr["counter"].get("packets", 0))
     return out
+
+
+# -- integration with the compiled table -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EgressInputs:
+    """What the allowlist needs that takes I/O to learn, handed to the pure compiler as data.
+
+    The daemon side (``outbound.service``) reads the WAN's DNS servers, resolves the broker
+    name and parses ``ip-ranges.json``; the compiler only copies these into set elements.
+    """
+
+    dns_servers: tuple[str, ...] = ()
+    broker_addresses: tuple[str, ...] = ()
+    s3_prefixes: tuple[ipaddress.IPv4Network, ...] = ()
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def plan_for(config: Config, inputs: EgressInputs | None) -> EgressPlan:
+    """The plan for a validated ``Config``: configuration facts plus the learned inputs.
+
+    Static WAN DNS servers and ``dns.fallback`` come from the configuration, so they are in
+    ``dns_v4`` even before anything was read; a broker given as an address needs no lookup.
+    """
+    inputs = inputs or EgressInputs()
+    settings = config.outbound or OutboundSettings()
+    dns: list[str] = []
+    for server in (*inputs.dns_servers, *config.wan.dns, *config.dns_fallback):
+        text = str(server)
+        if _is_ipv4(text) and text not in dns:
+            dns.append(text)
+    broker = list(inputs.broker_addresses)
+    if _is_ipv4(settings.broker_host) and settings.broker_host not in broker:
+        broker.append(settings.broker_host)
+    return EgressPlan(
+        wan=config.wan.device,
+        lan=config.lan.device,
+        gateway_address=settings.gateway_address,
+        gateway_port=settings.gateway_port,
+        mqtt_ports=settings.mqtt_ports,
+        dns_servers=tuple(dns),
+        broker_addresses=tuple(broker),
+        s3_prefixes=tuple(inputs.s3_prefixes),
+    )
+
+
+def splice(objects: list[Json], plan: EgressPlan) -> list[Json]:
+    """Put the allowlist into a compiled table: sets and the output chain after the table
+    object, and the LAN flows in place of the open "lan to wan" forward accept."""
+    out: list[Json] = []
+    for obj in objects:
+        rule = obj.get("rule")
+        if (
+            rule is not None
+            and rule.get("chain") == "forward"
+            and rule.get("comment") == ("lan to wan")
+        ):
+            out += forward_rules(plan)
+            continue
+        out.append(obj)
+        if "table" in obj:
+            out += build_egress(plan)
+    return out
+
+
+def sets_transaction(plan: EgressPlan) -> Json:
+    """One atomic batch that brings every set's content up to ``plan``.
+
+    Used when only learned inputs changed (the rules did not, so the table is not replaced)
+    and after the table was restored from an older compilation. The broker elements get a
+    fresh timeout; DNS and S3 sets are replaced whole (flush and add commit together).
+    """
+    commands: list[Json] = []
+    commands += replace_set_transaction(SET_DNS, list(plan.dns_servers))["nftables"]
+    commands += s3_transaction(list(plan.s3_prefixes))["nftables"]
+    if plan.broker_addresses:
+        commands += broker_refresh_transaction(plan.broker_addresses, plan.broker_ttl)["nftables"]
+    return {"nftables": commands}

@@ -14,6 +14,7 @@ from typing import Any
 from energyhubd.config.model import Config
 from energyhubd.kernel.netlink import LinkMissing, Netlink, ensure_ipv4_forwarding
 from energyhubd.kernel.nftables_exec import NftExecutor
+from energyhubd.outbound.egress import EgressInputs
 from energyhubd.policy import nft
 
 log = logging.getLogger("energyhubd.policy")
@@ -33,11 +34,12 @@ def apply_policy(
     executor: NftExecutor,
     netlink: Netlink,
     live_address: dict[str, str] | None = None,
+    egress_inputs: EgressInputs | None = None,
 ) -> PolicyOutcome:
     """Make the kernel match ``config``. Raises NftError before changing anything if the
-    ruleset does not pass the dry run."""
+    ruleset does not pass the dry run. ``egress_inputs``: see ``nft.compile_ruleset``."""
     started = time.monotonic()
-    ruleset = nft.compile_ruleset(config, nft.resolve_targets(config, live_address))
+    ruleset = nft.compile_ruleset(config, nft.resolve_targets(config, live_address), egress_inputs)
     table_ok = executor.matches(ruleset)
     if not table_ok:
         executor.check(ruleset)

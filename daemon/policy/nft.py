@@ -11,9 +11,12 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from energyhubd.config.model import Config, Forward
+
+if TYPE_CHECKING:
+    from energyhubd.outbound.egress import EgressInputs
 
 FAMILY = "inet"
 TABLE = "energyhub"
@@ -92,8 +95,15 @@ def resolve_targets(
     return result
 
 
-def compile_ruleset(config: Config, targets: Targets | None = None) -> Json:
-    """The whole table as one libnftables JSON document (without the replace wrapper)."""
+def compile_ruleset(
+    config: Config, targets: Targets | None = None, egress_inputs: EgressInputs | None = None
+) -> Json:
+    """The whole table as one libnftables JSON document (without the replace wrapper).
+
+    ``egress.mode: allowlist`` adds the allowlist of ``outbound/egress.py``; what it learned
+    by I/O (DNS servers, broker addresses, S3 prefixes) comes in as ``egress_inputs`` data.
+    Set contents are not part of ``normalise``: the rules depend on the configuration only.
+    """
     if targets is None:
         targets = resolve_targets(config)
     lan, wan = config.lan.device, config.wan.device
@@ -211,6 +221,11 @@ def compile_ruleset(config: Config, targets: Targets | None = None) -> Json:
         ],
         "lan masquerade",
     )
+    if config.egress_mode == "allowlist":
+        # Imported here: egress builds on this module's constants (a cycle at import time).
+        from energyhubd.outbound import egress
+
+        objects = egress.splice(objects, egress.plan_for(config, egress_inputs))
     return {"nftables": objects}
 
 

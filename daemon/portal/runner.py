@@ -26,6 +26,13 @@ from energyhubd.portal.store import ConfigStore
 log = logging.getLogger("energyhubd.portal")
 
 CONFIRM_TICK = 1.0
+# config/reported state -> (event kind, severity) for the event stream.
+STATE_EVENTS = {
+    "pending_confirm": ("push_applied", "info"),
+    "applied": ("push_confirmed", "info"),
+    "rejected": ("push_rejected", "warning"),
+    "rolled_back": ("push_rolled_back", "error"),
+}
 HEALTH_MIN_GAP = 5.0  # a flapping WAN must not turn health reports into a stream
 
 
@@ -46,6 +53,9 @@ class PortalRunner:
     ) -> None:
         self.loop = loop
         self.settings = settings
+        self.identity = (device_id, state_dir)
+        self.events = events
+        self._last_reported: tuple[Any, ...] | None = None
         self.status = status
         self.store = ConfigStore(str(Path(state_dir) / "portal"))
         self.connected_since: float | None = None
@@ -73,12 +83,23 @@ class PortalRunner:
             device_id,
             loop.post,
             software_version=__version__,
-            applied_version=lambda: self.controller.applied_version,
+            applied_version=self._running_version,
             on_state=self._on_state,
             on_desired=self._on_desired,
             on_round_trip=self._on_round_trip,
         )
         self._unsubscribe = events.subscribe(self._on_event)
+
+    def _running_version(self) -> int | None:
+        """The configuration version that runs: the confirmed push, else the local file's.
+
+        Called from the MQTT thread: reads only a published snapshot and a plain int.
+        """
+        pushed = self.controller.applied_version
+        if pushed is not None:
+            return pushed
+        version = (self.status().get("config") or {}).get("version")
+        return version if isinstance(version, int) else None
 
     # -- life cycle -----------------------------------------------------------------------
     def recover(self) -> bool:
@@ -105,6 +126,8 @@ class PortalRunner:
                 self.reconnects += 1 if self.last_reason != "starting" else 0
             self.connected_since = time.time()
             log.info("portal link up (%s)", state.reason)
+            if time.monotonic() - self._last_health >= HEALTH_MIN_GAP:
+                self.send_health()  # the portal sees the site's state at once, not in 5 min
         else:
             if self.connected_since is not None:
                 log.warning("portal link down: %s", state.reason)
@@ -124,11 +147,30 @@ class PortalRunner:
 
     def _on_event(self, event: Event) -> None:
         if self.link is not None:
-            self.link.publish_event(event.kind, event.as_dict())
+            data = {"seq": event.seq, "severity": event.severity, **dict(event.data)}
+            self.link.publish_event(event.kind, data)
 
     def _publish_reported(self, doc: dict[str, Any]) -> None:
+        self._report_event(doc)
         if self.link is not None:
             self.link.publish_reported(doc)
+
+    def _report_event(self, doc: dict[str, Any]) -> None:
+        """Each new push outcome also goes to the event stream (log, status, events topic)."""
+        state = doc.get("state")
+        version = doc.get("pending_version") or doc.get("desired_version")
+        key = (state, version, doc.get("applied_version"))
+        previous = self._last_reported
+        first, self._last_reported = self._last_reported is None, key
+        if first and state == "applied":
+            return  # the report every start sends: nothing happened
+        if key == previous or state not in STATE_EVENTS:
+            return
+        kind, severity = STATE_EVENTS[state]
+        data = {"version": version, "applied_version": doc.get("applied_version")}
+        if doc.get("errors"):
+            data["errors"] = doc["errors"]
+        self.events.publish(Event(kind, time.time(), severity, data))
 
     def _request_round_trip(self, token: int, fresh: bool) -> None:
         if self.link is not None:
