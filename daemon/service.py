@@ -399,6 +399,7 @@ class Daemon:
             on_confirmed=self._portal_confirmed,
             validate=self._portal_validate,
             status=lambda: self.snapshot,
+            on_change=self.publish,
         )
         if start:
             self.portal.start()
@@ -557,6 +558,7 @@ class Daemon:
             "broker": f"{settings.host}:{settings.port}",
             **facts,
             "connected_since": iso(facts["connected_since"]),
+            "pending": self.portal.controller.pending,
         }
 
     def running_config(self) -> dict[str, Any]:

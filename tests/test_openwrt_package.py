@@ -106,7 +106,7 @@ def test_rpcd_acl_matches_the_method_table() -> None:
     acl = json.loads((PKG / "energyhubd" / "files" / "energyhub.acl.json").read_text())
     read = acl["energyhub"]["read"]["ubus"]["energyhub"]
     write = acl["energyhub"]["write"]["ubus"]["energyhub"]
-    assert read == ["status", "devices", "config"]
+    assert read == ["status", "devices", "config", "diagnose"]
     assert write == ["reload"]
     status = pytest.importorskip("energyhubd.control.status")
     table = status.build_method_table(None)  # the daemon is only used inside the handlers

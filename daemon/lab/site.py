@@ -143,6 +143,19 @@ class Site:
             "backoff_max": 4,
         }
 
+    def outbound_settings(self) -> dict[str, Any]:
+        """Every required outbound flow pointed at the lab's internet, trusted via the lab CA."""
+        return {
+            "broker_host": internet.BROKER_NAME,
+            "gateway_address": internet.GATEWAY_IP,
+            "gateway_port": 2443,
+            "ntp_servers": list(internet.NTP_NAMES),
+            "update_host": internet.S3_NAME,
+            "ca_file": str(self.internet_dir / "lab-ca.pem"),
+            "ip_ranges_file": str(self.internet_dir / "ip-ranges.json"),
+            "timeout": 2,
+        }
+
     def namespaces(self) -> list[str]:
         return [n for n in netns.list_namespaces() if n.startswith(f"{self.prefix}-")]
 
@@ -192,6 +205,7 @@ class Site:
             "dns": {"fallback": [CUSTOMER_GW]},
             "control": {"socket": self.socket},
             "portal": self.portal_settings(),
+            "outbound": self.outbound_settings(),
         }
 
     def write_config(self, document: dict[str, Any] | None = None) -> None:

@@ -413,9 +413,7 @@ class OutboundService:
     def _run_finished(self, result: RunResult) -> None:
         with self._cond:
             self._last = result
-            self._completed = result.number
             self._running = None
-            self._cond.notify_all()
         self._last_end = time.monotonic()
         self._arm_interval()
         if result.passed:
@@ -431,6 +429,10 @@ class OutboundService:
         if self.allowlist:
             self._read_counters()
         self._publish()
+        # Waiters are released only now, so a status read right after sees this run.
+        with self._cond:
+            self._completed = result.number
+            self._cond.notify_all()
 
     def _arm_interval(self) -> None:
         if self._interval_timer is not None:
@@ -466,7 +468,7 @@ class OutboundService:
             pending_at = time.time() + max(0.0, self._pending[1] - time.monotonic())
         return {
             "state": state,
-            "runs": self._completed,
+            "runs": self._last.number if self._last else 0,
             "interval_s": self.settings.diagnose_interval,
             "next_run": iso(pending_at or self._next_interval),
             "last": self._last.summary() if self._last else None,

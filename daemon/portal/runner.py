@@ -50,6 +50,7 @@ class PortalRunner:
         on_confirmed: Callable[[dict[str, Any]], None],
         validate: Validate,
         status: Callable[[], dict[str, Any]],
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -57,6 +58,7 @@ class PortalRunner:
         self.events = events
         self._last_reported: tuple[Any, ...] | None = None
         self.status = status
+        self.on_change = on_change  # the daemon republishes its status snapshot
         self.store = ConfigStore(str(Path(state_dir) / "portal"))
         self.connected_since: float | None = None
         self.reconnects = 0
@@ -136,14 +138,17 @@ class PortalRunner:
         self.dropped += state.dropped
         self.controller.on_link_state(state)
         self._ensure_ticking()
+        self.on_change()
 
     def _on_desired(self, payload: bytes) -> None:
         self.controller.on_desired(payload)
         self._ensure_ticking()
+        self.on_change()
 
     def _on_round_trip(self, token: int) -> None:
         self.controller.on_round_trip(token)
         self._ensure_ticking()
+        self.on_change()
 
     def _on_event(self, event: Event) -> None:
         if self.link is not None:
@@ -183,8 +188,11 @@ class PortalRunner:
 
     def _tick(self) -> None:
         self._tick_timer = None
+        before = self.controller.machine.state
         self.controller.tick()
         self._ensure_ticking()
+        if self.controller.machine.state != before:
+            self.on_change()
 
     # -- health ---------------------------------------------------------------------------
     def link_facts(self) -> dict[str, Any]:

@@ -1,0 +1,141 @@
+"""The portal link on the running lab: real mosquitto (mutual TLS), real pushes, real cuts."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from energyhubd.control.client import call
+from energyhubd.lab import checks
+from energyhubd.lab import portal as lab_portal
+from energyhubd.lab.site import DEVICE_ID, Site
+
+pytestmark = [pytest.mark.netns]
+
+
+def status(site: Site) -> dict[str, Any]:
+    return call(site.socket, "status")
+
+
+def reported_since(site: Site, mark: int, state: str, timeout: float) -> dict[str, Any]:
+    result: dict[str, Any] = lab_portal.wait_for_message(
+        site.portal_log,
+        "config/reported",
+        lambda v: isinstance(v, dict) and v.get("state") == state,
+        timeout,
+        after=mark,
+    )
+    return result
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for the test process to reap it."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def reported_count(site: Site) -> int:
+    return len(lab_portal.read_messages(site.portal_log, "config/reported"))
+
+
+def test_health_report_carries_site_state(lab: Site) -> None:
+    ok, detail = checks.check_portal_link(lab)
+    assert ok, detail
+    digest = status(lab)["policy"]["digest"]
+    # A changed policy is significant: a fresh report follows within seconds, not minutes.
+    report = lab_portal.wait_for_message(
+        lab.portal_log,
+        "health",
+        lambda v: isinstance(v, dict) and v["health"]["policy"]["digest"] == digest,
+        15,
+    )
+    health = report["health"]
+    assert health["wan"]["addresses"], health["wan"]
+    assert health["portal"]["connected"] is True
+    assert set(health["lan"]) >= {"display_present", "units", "unknown_devices"}
+
+
+def test_kill_during_confirm_window_rolls_back_at_restart(lab: Site) -> None:
+    """rpcd forgets its rollback on a crash; energyhubd must not."""
+    assert lab.internet is not None
+    before = status(lab)
+    version = checks._next_version(lab)
+    mark = reported_count(lab)
+    lab.internet.block("mqtt_tls", "drop-new")
+    try:
+        lab_portal.push(
+            lab.inet, DEVICE_ID, checks._with_allowed_source(lab, version, "198.51.100.40")
+        )
+        lab.wait_for(lambda: status(lab)["config"]["version"] == version, 15, "not applied")
+        assert status(lab)["portal"]["config_state"] == "pending_confirm"
+        pid = lab.daemon_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        lab.wait_for(lambda: not alive(pid), 5, "daemon still alive")
+        lab.start_daemon()
+        # The restart itself rolled back, before the link could say anything.
+        assert status(lab)["config"]["version"] == before["config"]["version"]
+        # (Forwards that follow a device reopen once its lease is read again.)
+        lab.wait_for(
+            lambda: status(lab)["policy"]["digest"] == before["policy"]["digest"],
+            10,
+            "policy not restored whole",
+        )
+    finally:
+        lab.internet.clear()
+    reported = reported_since(lab, mark, "rolled_back", 30)
+    assert reported["desired_version"] == version
+    assert status(lab)["config"]["version"] == before["config"]["version"]
+
+
+def test_confirm_false_skips_the_window(lab: Site) -> None:
+    """For changes expected to drop the link: applied at once, no rollback."""
+    assert lab.internet is not None
+    version = checks._next_version(lab)
+    doc = checks._with_allowed_source(lab, version, "198.51.100.41")
+    doc["confirm"] = False
+    mark = reported_count(lab)
+    lab.internet.block("mqtt_tls", "drop-new")
+    try:
+        lab_portal.push(lab.inet, DEVICE_ID, doc)
+        lab.wait_for(lambda: status(lab)["config"]["version"] == version, 15, "not applied")
+        reported = reported_since(lab, mark, "applied", 10)
+        assert reported["applied_version"] == version
+        assert status(lab)["portal"]["config_state"] == "applied"
+    finally:
+        lab.internet.clear()
+    # No window is open, so nothing can roll it back later.
+    assert status(lab)["portal"]["pending"] is False
+
+
+def test_garbage_push_is_rejected_and_changes_nothing(lab: Site) -> None:
+    before = status(lab)
+    mark = reported_count(lab)
+    lab_portal.push(lab.inet, DEVICE_ID, b'{"version": 99, "lan": {"dhcp": ')
+    reported = reported_since(lab, mark, "rejected", 15)
+    assert reported["errors"], reported
+    mark = reported_count(lab)
+    lab_portal.push(lab.inet, DEVICE_ID, b"x" * (70 * 1024))
+    reported = reported_since(lab, mark, "rejected", 15)
+    assert any("limit is 65536" in e["reason"] for e in reported["errors"]), reported
+    after = status(lab)
+    assert after["policy"]["digest"] == before["policy"]["digest"]
+    assert after["config"]["version"] == before["config"]["version"]
+    assert after["portal"]["connected"] is True
+
+
+def test_push_may_not_change_device_local_keys(lab: Site) -> None:
+    version = checks._next_version(lab)
+    doc = checks._with_allowed_source(lab, version, "198.51.100.42")
+    doc["portal"] = {"host": "evil.example"}
+    mark = reported_count(lab)
+    lab_portal.push(lab.inet, DEVICE_ID, doc)
+    reported = reported_since(lab, mark, "rejected", 15)
+    assert [e["field"] for e in reported["errors"]] == ["portal"]
+    assert status(lab)["portal"]["broker"].startswith("data2.ferroamp.se")
