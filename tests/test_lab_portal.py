@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from energyhubd.control.client import call
-from energyhubd.lab import checks
+from energyhubd.lab import checks, internet, netns
 from energyhubd.lab import portal as lab_portal
-from energyhubd.lab.site import DEVICE_ID, Site
+from energyhubd.lab.site import Site
 
 pytestmark = [pytest.mark.netns]
 
@@ -34,7 +35,7 @@ def reported_since(site: Site, mark: int, state: str, timeout: float) -> dict[st
 def alive(pid: int) -> bool:
     """Running, not a zombie waiting for the test process to reap it."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
@@ -69,9 +70,7 @@ def test_kill_during_confirm_window_rolls_back_at_restart(lab: Site) -> None:
     mark = reported_count(lab)
     lab.internet.block("mqtt_tls", "drop-new")
     try:
-        lab_portal.push(
-            lab.inet, DEVICE_ID, checks._with_allowed_source(lab, version, "198.51.100.40")
-        )
+        lab.push(checks._with_allowed_source(lab, version, "198.51.100.40"))
         lab.wait_for(lambda: status(lab)["config"]["version"] == version, 15, "not applied")
         assert status(lab)["portal"]["config_state"] == "pending_confirm"
         pid = lab.daemon_pid()
@@ -103,7 +102,7 @@ def test_confirm_false_skips_the_window(lab: Site) -> None:
     mark = reported_count(lab)
     lab.internet.block("mqtt_tls", "drop-new")
     try:
-        lab_portal.push(lab.inet, DEVICE_ID, doc)
+        lab.push(doc)
         lab.wait_for(lambda: status(lab)["config"]["version"] == version, 15, "not applied")
         reported = reported_since(lab, mark, "applied", 10)
         assert reported["applied_version"] == version
@@ -117,11 +116,11 @@ def test_confirm_false_skips_the_window(lab: Site) -> None:
 def test_garbage_push_is_rejected_and_changes_nothing(lab: Site) -> None:
     before = status(lab)
     mark = reported_count(lab)
-    lab_portal.push(lab.inet, DEVICE_ID, b'{"version": 99, "lan": {"dhcp": ')
+    lab.push(b'{"version": 99, "lan": {"dhcp": ')
     reported = reported_since(lab, mark, "rejected", 15)
     assert reported["errors"], reported
     mark = reported_count(lab)
-    lab_portal.push(lab.inet, DEVICE_ID, b"x" * (70 * 1024))
+    lab.push(b"x" * (70 * 1024))
     reported = reported_since(lab, mark, "rejected", 15)
     assert any("limit is 65536" in e["reason"] for e in reported["errors"]), reported
     after = status(lab)
@@ -135,7 +134,40 @@ def test_push_may_not_change_device_local_keys(lab: Site) -> None:
     doc = checks._with_allowed_source(lab, version, "198.51.100.42")
     doc["portal"] = {"host": "evil.example"}
     mark = reported_count(lab)
-    lab_portal.push(lab.inet, DEVICE_ID, doc)
+    lab.push(doc)
     reported = reported_since(lab, mark, "rejected", 15)
     assert [e["field"] for e in reported["errors"]] == ["portal"]
     assert status(lab)["portal"]["broker"].startswith("data2.ferroamp.se")
+
+
+OTHER = ["-t", "energyhub/eh-other/#"]
+
+
+def test_broker_acl_confines_a_device_to_its_own_topics(lab: Site) -> None:
+    """The router's certificate is its identity: it cannot write another device's topics."""
+    d = lab.internet_dir
+    device = ["-h", internet.BROKER_IP, "-p", "8883", "--cafile", str(d / "lab-ca.pem")]
+    device += ["--cert", str(d / "router-client.pem"), "--key", str(d / "router-client.key")]
+    device += ["--insecure", "-q", "1"]
+    # Retained: without the ACL the portal's subscription below would receive it.
+    netns.ns_run(
+        lab.inet, ["mosquitto_pub", *device, "-r", "-t", "energyhub/eh-other/x", "-m", "a"]
+    )
+    netns.ns_run(lab.inet, ["mosquitto_pub", *device, "-t", "energyhub/eh-lab/acl", "-m", "b"])
+    lab_portal.wait_for_message(lab.portal_log, "acl", lambda v: v == "b", 10)
+    seen = netns.ns_run(
+        lab.inet,
+        [
+            "mosquitto_sub",
+            *internet.portal_client_args(d),
+            "-t",
+            "energyhub/eh-other/#",
+            "-C",
+            "1",
+            "-W",
+            "2",
+            "-v",
+        ],
+        check=False,
+    )
+    assert "eh-other" not in seen

@@ -17,7 +17,6 @@ from energyhubd.lab import portal as lab_portal
 from energyhubd.lab.site import (
     CONFIRM_WINDOW,
     CUSTOMER_SERVICE_PORT,
-    DEVICE_ID,
     GUEST_IP,
     MODBUS_PORT,
     ROUTER_PORTS,
@@ -274,7 +273,7 @@ def _next_version(site: Site) -> int:
 def _push_and_wait(site: Site, document: dict, state: str, timeout: float) -> dict:
     mark = len(lab_portal.read_messages(site.portal_log, "config/reported"))
     version = document["version"]
-    lab_portal.push(site.inet, DEVICE_ID, document)
+    site.push(document)
 
     def reached(value: object) -> bool:
         return (
@@ -338,7 +337,7 @@ def check_push_rolled_back(site: Site) -> tuple[bool, str]:
     mark = len(lab_portal.read_messages(site.portal_log, "config/reported"))
     site.internet.block("mqtt_tls", "drop-new")
     try:
-        lab_portal.push(site.inet, DEVICE_ID, _with_allowed_source(site, version, "198.51.100.31"))
+        site.push(_with_allowed_source(site, version, "198.51.100.31"))
         site.wait_for(lambda: site.status()["config"]["version"] == version, 15, "push not applied")
         applied_at = time.monotonic()
         site.wait_for(

@@ -1,20 +1,30 @@
-"""``energyhubd lab up|check|down|status``."""
+"""``energyhubd lab up|check|down|push FILE``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
+from energyhubd.lab import portal as lab_portal
 from energyhubd.lab.netns import LabError
-from energyhubd.lab.site import Site
+from energyhubd.lab.site import CONFIRM_WINDOW, Site
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
-        choices=("up", "check", "down"),
-        help="up: build and leave running; check: build, prove, tear down; down: remove everything",
+        choices=("up", "check", "down", "push"),
+        help="up: build and leave running; check: build, prove, tear down; down: remove "
+        "everything; push FILE: publish FILE as the portal's desired configuration",
+    )
+    parser.add_argument(
+        "file",
+        nargs="?",
+        help="push: a JSON document (the configuration without the device-local keys); "
+        "'-' reads standard input; an empty file clears the retained document",
     )
     parser.add_argument("--prefix", default="eh", help="namespace name prefix (default eh)")
     parser.add_argument("--keep", action="store_true", help="check: leave the site running")
@@ -33,6 +43,8 @@ def main(args: argparse.Namespace) -> int:
         site.down()
         print(f"lab {args.prefix}: removed")
         return 0
+    if args.action == "push":
+        return _push(site, args.file)
     if args.action == "up":
         try:
             site.up(_progress)
@@ -58,6 +70,39 @@ def main(args: argparse.Namespace) -> int:
             site.down()
 
 
+def _push(site: Site, file: str | None) -> int:
+    """Publish as-is: the daemon, not this tool, judges the document (as with the portal)."""
+    if file is None:
+        print("energyhubd lab push: name a FILE (or '-')", file=sys.stderr)
+        return 2
+    if not site.namespaces():
+        print(f"energyhubd lab push: lab {site.prefix} is not up", file=sys.stderr)
+        return 1
+    try:
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        print(f"energyhubd lab push: {file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    mark = len(lab_portal.read_messages(site.portal_log, "config/reported"))
+    try:
+        site.push(data if data.strip() else None)
+        if not data.strip():
+            print("retained desired configuration cleared")
+            return 0
+        reported = lab_portal.wait_for_message(
+            site.portal_log,
+            "config/reported",
+            lambda v: isinstance(v, dict) and v.get("state") != "pending_confirm",
+            CONFIRM_WINDOW + 20,
+            after=mark,
+        )
+    except LabError as exc:
+        print(f"energyhubd lab push: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(reported, indent=2, sort_keys=True))
+    return 0 if reported.get("state") in ("applied", "noop") else 1
+
+
 def _how_to_look(site: Site) -> str:
     venv_bin = os.path.dirname(site.python)
     return "\n".join(
@@ -68,6 +113,8 @@ def _how_to_look(site: Site) -> str:
             f"  ip netns exec {site.ns('scada')} {site.python} -m energyhubd.lab.probe connect "
             f"<router WAN address> 502",
             f"  ip netns exec {site.ns('display')} ip addr show eth0",
+            f"  energyhubd lab push --prefix {site.prefix} FILE   (as the portal would)",
+            f"  portal's view: {site.portal_log}",
             f"  logs: {site.dir}/*.log",
             f"  energyhubd lab down --prefix {site.prefix}",
         ]

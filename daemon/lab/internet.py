@@ -293,6 +293,19 @@ class InternetServices:
         netns.delete_namespace(self.ns)
 
 
+def portal_client_args(directory: Path) -> list[str]:
+    """mosquitto_pub/sub options for the lab's portal side: mutual TLS as user "portal".
+
+    ``--insecure`` skips only the host-name check (the broker is dialled by address inside
+    the lab's internet namespace, which has no DNS); the chain is still verified.
+    """
+    return [
+        "-h", BROKER_IP, "-p", "8883", "--cafile", str(directory / "lab-ca.pem"),
+        "--cert", str(directory / "portal-client.pem"),
+        "--key", str(directory / "portal-client.key"), "--insecure",
+    ]  # fmt: skip
+
+
 def _wait_tcp(ns: str, host: str, port: int, what: str, timeout: float = 10) -> None:
     script = (
         "import socket,sys\n"
@@ -423,11 +436,21 @@ def _start_all(svc: InternetServices, root: Path, leaf: tuple[Path, Path]) -> No
         f"pidfile {root / 'chronyd.pid'}\ndriftfile {root / 'chrony.drift'}\n"
     )
     svc._spawn(inet, "ntp", ["chronyd", "-d", "-x", "-u", "root", "-f", str(chrony_conf)])
-    # mosquitto as the portal broker.
+    # mosquitto as the portal broker. With client certificates, the certificate's CN is the
+    # MQTT user and the ACL confines each device to its own topics; the lab's portal tools
+    # authenticate as "portal" (see ``portal_client_args``).
+    acl = ""
+    if svc.require_client_cert:
+        make_leaf(root, "portal-client", (svc.ca_file, svc.ca_file.with_suffix(".key")),
+                  ["portal"], usage="clientAuth")  # fmt: skip
+        (root / "mosquitto.acl").write_text(
+            "user portal\ntopic readwrite energyhub/#\npattern readwrite energyhub/%u/#\n"
+        )
+        acl = f"acl_file {root / 'mosquitto.acl'}\n"
     mq = root / "mosquitto.conf"
     mq.write_text(
         "per_listener_settings false\nallow_anonymous true\npersistence false\n"
-        "user root\nlog_dest stderr\n"
+        "user root\nlog_dest stderr\n" + acl + ""
         f"listener 1883 {BROKER_IP}\n"
         f"listener 8883 {BROKER_IP}\ncertfile {leaf[0]}\nkeyfile {leaf[1]}\n"
         "tls_version tlsv1.2\n"

@@ -1,10 +1,10 @@
 """The portal's side of the lab: what the Ferroamp portal would see and send.
 
 A recorder (``mosquitto_sub`` in the lab's internet namespace) writes every message the
-router publishes under ``energyhub/<device_id>/`` to ``portal-messages.log``; ``push`` puts a
+router publishes under ``energyhub/<device_id>/`` to ``portal-recorder.log``; ``push`` puts a
 desired configuration on the retained ``config/desired`` topic the way the portal does. Both
-talk to the lab broker on its plain in-namespace listener, which only the lab's internet
-namespace can reach; the router itself always uses mutual TLS on 8883.
+authenticate to the lab broker with the lab's "portal" client certificate, the only identity
+the broker's ACL lets read and write every device's topics.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ def topic(device_id: str, leaf: str) -> str:
     return f"energyhub/{device_id}/{leaf}"
 
 
-def recorder_command(device_id: str) -> list[str]:
+def recorder_command(internet_dir: Path, device_id: str) -> list[str]:
     """``mosquitto_sub`` printing ``<topic> <payload>`` per message (payloads are one line)."""
     return [
-        "mosquitto_sub", "-h", internet.BROKER_IP, "-p", "1883", "-v",
+        "mosquitto_sub", *internet.portal_client_args(internet_dir), "-v",
         "-t", topic(device_id, "#"), "-i", "lab-portal-recorder",
     ]  # fmt: skip
 
@@ -65,9 +65,11 @@ def desired_document(config: dict[str, Any], version: int, **changes: Any) -> di
     return doc
 
 
-def push(inet_ns: str, device_id: str, document: dict[str, Any] | bytes | None) -> None:
+def push(
+    inet_ns: str, internet_dir: Path, device_id: str, document: dict[str, Any] | bytes | None
+) -> None:
     """Publish (retained) to ``config/desired``; ``None`` clears the retained document."""
-    cmd = ["mosquitto_pub", "-h", internet.BROKER_IP, "-p", "1883", "-q", "1", "-r"]
+    cmd = ["mosquitto_pub", *internet.portal_client_args(internet_dir), "-q", "1", "-r"]
     cmd += ["-t", topic(device_id, "config/desired"), "-i", "lab-portal-push"]
     payload = b""
     if document is None:

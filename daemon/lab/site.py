@@ -130,6 +130,10 @@ class Site:
         """Every message the router published to the portal, as the recorder saw it."""
         return self.dir / f"{lab_portal.RECORDER}.log"
 
+    def push(self, document: dict[str, Any] | bytes | None) -> None:
+        """Publish a desired configuration as the portal does (retained; None clears it)."""
+        lab_portal.push(self.inet, self.internet_dir, DEVICE_ID, document)
+
     def portal_settings(self) -> dict[str, Any]:
         """The router's portal section: the lab broker under the production name, mutual TLS."""
         return {
@@ -275,7 +279,11 @@ class Site:
             [DEVICE_ID],
             usage="clientAuth",
         )
-        self.spawn(self.inet, lab_portal.RECORDER, lab_portal.recorder_command(DEVICE_ID))
+        self.spawn(
+            self.inet,
+            lab_portal.RECORDER,
+            lab_portal.recorder_command(self.internet_dir, DEVICE_ID),
+        )
         # The router resolves the portal name through the customer's DNS, as on a real site.
         self.netns_etc.mkdir(parents=True, exist_ok=True)
         (self.netns_etc / "resolv.conf").write_text(f"nameserver {CUSTOMER_GW}\n")

@@ -418,7 +418,7 @@ class OutboundService:
         self._arm_interval()
         if result.passed:
             log.info(
-                "outbound diagnostics (%s): all %d checks pass in %.1f s",
+                "outbound diagnostics (%s): all %d checks pass in %.2f s",
                 result.trigger,
                 len(result.rows),
                 result.seconds,
