@@ -23,6 +23,7 @@ typecheck: setup
 
 bench: setup
 	$(PY) bench/run.py
+	$(PY) bench/portal.py
 
 lab-up: setup
 	$(VENV)/bin/energyhubd lab up

@@ -211,6 +211,8 @@ def write_config(directory: Path) -> Path:
         "state_dir": str(directory / "state"),
         "control": {"socket": str(directory / "control.sock")},
         "dns": {"fallback": []},
+        # No broker in this namespace; bench/portal.py measures the link on a lab site.
+        "portal": {"enabled": False},
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path

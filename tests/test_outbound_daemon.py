@@ -23,7 +23,7 @@ import pytest
 
 from energyhubd.control.client import ControlError, call
 from energyhubd.lab import internet, netns
-from energyhubd.lab.internet import MiniLab, connect_in, diagnose_in
+from energyhubd.lab.internet import MiniLab, connect_in, diagnose_in, tcp_connect_in
 
 pytestmark = pytest.mark.netns
 
@@ -251,3 +251,42 @@ def test_allowlist_passes_the_required_flows_and_counts_what_it_drops(
     assert opened.call("status")["outbound"]["egress"] == {"mode": "open"}
     reached, why = connect_in(lab.lanhost, internet.OTHER_IP, 5555)
     assert reached, why
+
+
+def test_daemon_keeps_an_always_on_tunnel_up(
+    lab: MiniLab, daemon_factory: Callable[..., RunningDaemon]
+) -> None:
+    remote_port = 20031
+    outbound = {
+        **lab.services.outbound_config(),
+        "tunnel": {
+            "mode": "always",
+            "user": "root",
+            "key_file": str(lab.services.client_key),
+            "remote_port": remote_port,
+            "host_key": lab.services.gateway_host_key,
+        },
+    }
+    daemon = daemon_factory(outbound=outbound)
+
+    def tunnel() -> dict[str, Any]:
+        state: dict[str, Any] = daemon.call("status")["outbound"]["tunnel"]
+        return state
+
+    def gateway_side_open() -> bool:
+        return tcp_connect_in(lab.services.ns, "127.0.0.1", remote_port, timeout=0.5)[0]
+
+    wait_for(lambda: tunnel()["state"] == "running" and gateway_side_open(), 20, "no tunnel")
+    first = tunnel()
+    assert first["mode"] == "always" and first["restarts"] == 0
+    # The gateway drops the session: the daemon notices the exit (pidfd) and restarts ssh.
+    assert lab.services.drop_ssh_sessions() >= 1
+    wait_for(
+        lambda: (t := tunnel())["restarts"] >= 1 and t["state"] == "running" and t["pid"],
+        30,
+        "the daemon never restarted the tunnel",
+    )
+    wait_for(gateway_side_open, 20, "the restarted tunnel does not reach the gateway")
+    assert tunnel()["pid"] != first["pid"]
+    assert "ssh exited with status" in (tunnel()["last_exit"] or "")
+    assert "tunnel    always running" in daemon.ctl("status").stdout
