@@ -16,6 +16,7 @@ from typing import Any
 from energyhubd import __version__
 from energyhubd.inventory.events import Event, EventStream
 from energyhubd.loop import EventLoop, Timer
+from energyhubd.outbound.sntp import kernel_clock_synchronised
 from energyhubd.portal.controller import PushController
 from energyhubd.portal.health import build_health, significant
 from energyhubd.portal.link import LinkState, PortalLink
@@ -223,7 +224,8 @@ class PortalRunner:
         self._last_significant = significant(status)
         self._last_health = time.monotonic()
         if self.link is not None:
-            self.link.publish_health(build_health(status, self.link_facts()))
+            clock = {"synchronised": kernel_clock_synchronised()}
+            self.link.publish_health(build_health(status, self.link_facts(), clock))
 
     def status_changed(self, status: dict[str, Any]) -> None:
         """Send health early when something significant changed (rate-limited)."""
