@@ -107,6 +107,9 @@ class Daemon:
         self.loop.add_reader(self.monitor, self._on_nft_event)
         self.link_events = LinkEvents()
         self.loop.add_reader(self.link_events, self._on_link_event)
+        # Read the leases first: after a restart, forwards that follow a device open with the
+        # first apply instead of a moment later.
+        self._configure_inventory(config)
         self._configure_portal(config, start=False)
         recovered = self.portal.recover() if self.portal is not None else False
         if not recovered:

@@ -7,7 +7,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="nftables python3-nftables dnsmasq-base busybox udhcpc iproute2 \
-python3 python3-venv mosquitto mosquitto-clients openssl procps psmisc openssh-server openssh-client chrony"
+python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony"
 
 missing=""
 for pkg in $APT_PACKAGES; do
