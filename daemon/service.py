@@ -66,6 +66,7 @@ class Daemon:
         self.dnsmasq: DnsmasqSupervisor | None = None
         self.dnsmasq_backoff = 1.0
         self.control: Any = None
+        self.ubus: Any = None
         self.applied_ruleset: dict[str, Any] | None = None
         self.applied_normal: dict[str, Any] | None = None
         self.policy: dict[str, Any] = {
@@ -118,6 +119,7 @@ class Daemon:
 
         self.control = ControlServer(config.control_socket, self.methods)
         self.control.start()
+        self._start_ubus(config)
         if self.portal is not None:
             self.portal.start()
         log.info(
@@ -126,6 +128,17 @@ class Daemon:
             self.config_path or "built-in defaults",
             config.control_socket,
         )
+
+    def _start_ubus(self, config: Config) -> None:
+        """On OpenWrt the same method table is also the ubus object ``energyhub``."""
+        from energyhubd.control import ubus_transport
+
+        if config.platform != "openwrt" or not ubus_transport.available():
+            if config.platform == "openwrt":
+                log.warning("python3-ubus is not installed: no ubus object, socket only")
+            return
+        self.ubus = ubus_transport.UbusTransport(self.methods)
+        self.ubus.start()  # after on_signal(SIGTERM): libubox must not take the handler
 
     def run(self) -> None:
         try:
@@ -141,6 +154,8 @@ class Daemon:
         """Leave the firewall table in place: a stopped daemon must not open the site."""
         if self.portal is not None:
             self.portal.stop()
+        if self.ubus is not None:
+            self.ubus.stop()
         if self.control is not None:
             self.control.stop()
         if self.dnsmasq is not None:

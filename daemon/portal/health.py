@@ -62,6 +62,8 @@ def significant(status: dict[str, Any]) -> tuple[Any, ...]:
         policy.get("state"),
         policy.get("digest"),
         policy.get("drift_repairs"),
+        # A required outbound flow starts or stops failing (not every drop counter tick).
+        tuple(sorted(((status.get("outbound") or {}).get("health") or {}).get("failed") or ())),
     )
 
 
@@ -100,5 +102,6 @@ def build_health(
             "drift_repairs": policy.get("drift_repairs"),
         },
         "portal": link,
+        "outbound": (status.get("outbound") or {}).get("health"),
         "clock": clock or {"synchronised": None},
     }
