@@ -13,7 +13,12 @@ import sys
 from typing import Any
 
 from energyhubd.control.client import ControlError, call
-from energyhubd.control.render import render_devices, render_diagnose, render_status
+from energyhubd.control.render import (
+    render_devices,
+    render_diagnose,
+    render_status,
+    render_tunnel,
+)
 
 UBUS_SOCKET = "/var/run/ubus/ubus.sock"
 EXIT_FLOW_FAILED = 3
@@ -80,12 +85,25 @@ def main(argv: list[str] | None = None) -> int:
     diag.add_argument("--json", action="store_true", help="machine-readable output")
     diag.add_argument("--timeout", type=int, default=60, help="seconds to wait (1-300)")
     diag.add_argument("--no-wait", action="store_true", help="start a run and return; see status")
+    tunnel = sub.add_parser("tunnel", help="open or close the support tunnel to the gateway")
+    actions = tunnel.add_subparsers(dest="action", required=True)
+    opener = actions.add_parser("open", help="open it (on demand: for --hours, then it closes)")
+    opener.add_argument(
+        "--hours", type=float, help="hours until it closes (default outbound.tunnel.expiry_hours)"
+    )
+    actions.add_parser("close", help="close it now")
+    for p in (opener, actions.choices["close"]):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     params: dict[str, Any] = {}
     timeout = 35.0
     if args.command == "diagnose":
         params = {"wait": not args.no_wait, "timeout": args.timeout}
         timeout = args.timeout + 10.0
+    if args.command == "tunnel":
+        params = {"action": args.action}
+        if getattr(args, "hours", None) is not None:
+            params["hours"] = args.hours
     try:
         result = invoke(args, args.command, params, timeout)
     except ControlError as exc:
@@ -98,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(result, indent=2, sort_keys=True) if args.json else render_diagnose(result)
         )
         return 0 if result.get("passed", True) else EXIT_FLOW_FAILED
+    if args.command == "tunnel" and not args.json:
+        print(render_tunnel(result))
+        return 0
     if args.command == "config" or getattr(args, "json", False):
         print(json.dumps(result, indent=2, sort_keys=True))
     elif args.command == "status":

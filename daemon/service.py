@@ -358,7 +358,9 @@ class Daemon:
         if config.platform != "linux":
             return  # OpenWrt: the system dnsmasq, configured through UCI
         if self.dnsmasq is None:
-            self.dnsmasq = DnsmasqSupervisor(config.state_dir, self.resolv_file, os.getpid())
+            self.dnsmasq = DnsmasqSupervisor(
+                config.state_dir, self.resolv_file, os.getpid(), loop=self.loop
+            )
         if self.dnsmasq.configure(build_plan(config)) and self.dnsmasq.pidfd is not None:
             self.loop.add_reader(self.dnsmasq.pidfd, self._on_dnsmasq_exit)
 

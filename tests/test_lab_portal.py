@@ -14,7 +14,7 @@ from energyhubd.lab import checks, internet, netns
 from energyhubd.lab import portal as lab_portal
 from energyhubd.lab.site import Site
 
-pytestmark = [pytest.mark.netns]
+pytestmark = [pytest.mark.netns, pytest.mark.feed]
 
 
 def status(site: Site) -> dict[str, Any]:

@@ -107,7 +107,7 @@ def test_rpcd_acl_matches_the_method_table() -> None:
     read = acl["energyhub"]["read"]["ubus"]["energyhub"]
     write = acl["energyhub"]["write"]["ubus"]["energyhub"]
     assert read == ["status", "devices", "config", "diagnose"]
-    assert write == ["reload"]
+    assert write == ["reload", "tunnel"]
     status = pytest.importorskip("energyhubd.control.status")
     table = status.build_method_table(None)  # the daemon is only used inside the handlers
     # LuCI can call exactly the daemon's methods, and a write method needs the write role

@@ -43,6 +43,23 @@ DEFAULTS = {
     "egress": {"mode": "open"},
     "dns": {"fallback": ["8.8.8.8"]},
     "control": {"socket": "/var/run/energyhubd.sock"},
+    "outbound": {
+        "broker_host": "data2.ferroamp.se",
+        "mqtt_ports": [8883, 1883],
+        "gateway_address": "52.29.33.74",
+        "gateway_port": 2443,
+        "ntp_servers": ["0.openwrt.pool.ntp.org", "1.openwrt.pool.ntp.org"],
+        "update_host": "s3.eu-central-1.amazonaws.com",
+        "diagnose_interval": "6h",
+        "timeout": 5,
+        "ip_ranges_file": "/etc/energyhubd/ip-ranges.json",
+        "tunnel": {
+            "mode": "disabled",
+            "user": "energyhub",
+            "key_file": "/etc/energyhubd/tunnel/id_ed25519",
+            "expiry_hours": 4,
+        },
+    },
 }
 
 SITE = """\
@@ -243,7 +260,8 @@ def test_empty_lists_are_kept_apart_from_defaults() -> None:
         (
             "config wifi 'radio0'\n",
             "/etc/config/energyhub:1: config wifi 'radio0': unknown section type 'wifi' (known: "
-            "energyhub, wan, lan, reservation, forward, egress, dns, control, portal, inventory)",
+            "energyhub, wan, lan, reservation, forward, egress, dns, control, portal, inventory, "
+            "outbound, tunnel)",
         ),
         (
             "config wan 'a'\nconfig wan 'b'\n",
@@ -317,6 +335,8 @@ def test_every_table_row_is_reachable_from_uci() -> None:
         "list": ["a", "b"],
         "duration": "24h",
         "optional str": "p",
+        "int list": ["8883", "1883"],
+        "seconds": "0.5",
     }
     for spec in SECTIONS:
         lines = [f"config {spec.type} 'item'"]
@@ -394,4 +414,143 @@ def test_validation_errors_point_at_uci_lines() -> None:
     assert str(annotate(error, pkg)) == (
         "/etc/config/energyhub:35: option 'port': must be 1-65535 (forwards[1].port)\n"
         "/etc/config/energyhub: egress.mode: bad"
+    )
+
+
+OUTBOUND_SITE = """\
+config outbound 'outbound'
+	option broker_host 'broker.example.net'
+	list mqtt_ports '8883'
+	option gateway_address '192.0.2.20'
+	option gateway_port '2443'
+	list ntp_servers 'ntp.customer.example'
+	list ntp_servers '192.0.2.123'
+	option ca_file ''
+	option diagnose_interval '90m'
+	option timeout '2.5'
+
+config tunnel 'tunnel'
+	option mode 'on_demand'
+	option user 'support'
+	option remote_port '20031'
+	option host_key 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGatewayKeyForTheTestOnly0123456789'
+	option expiry_hours '0.5'
+"""
+
+OUTBOUND_DOC = {
+    "outbound": {
+        "broker_host": "broker.example.net",
+        "mqtt_ports": [8883],
+        "gateway_address": "192.0.2.20",
+        "gateway_port": 2443,
+        "ntp_servers": ["ntp.customer.example", "192.0.2.123"],
+        "ca_file": None,
+        "diagnose_interval": "90m",
+        "timeout": 2.5,
+        "tunnel": {
+            "mode": "on_demand",
+            "user": "support",
+            "remote_port": 20031,
+            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGatewayKeyForTheTestOnly0123456789",
+            "expiry_hours": 0.5,
+        },
+    }
+}
+
+
+def test_outbound_and_tunnel_sections_map_to_the_outbound_object() -> None:
+    doc = to_doc(OUTBOUND_SITE)
+    assert doc == OUTBOUND_DOC
+    text = document_to_uci(doc)
+    assert to_doc(text) == doc
+    assert document_to_uci(to_doc(text)) == text  # a fixed point
+    assert "config tunnel 'tunnel'\n\toption mode 'on_demand'" in text
+    load = loader()
+    if load is None or not hasattr(load, "parse_document"):
+        return
+    settings = load.parse_document(doc).outbound
+    assert settings.mqtt_ports == (8883,)
+    assert settings.diagnose_interval == 5400.0 and settings.timeout == 2.5
+    assert settings.tunnel.mode == "on_demand" and settings.tunnel.remote_port == 20031
+
+
+def test_outbound_numbers_round_trip_exactly() -> None:
+    """Seconds may be integers, floats or duration strings; each comes back as it went."""
+    for value in (3600, 0.5, "6h", 21600.0):
+        doc = {"outbound": {"diagnose_interval": value, "timeout": value}}
+        assert to_doc(document_to_uci(doc)) == doc, value
+    doc = {"outbound": {"mqtt_ports": [8883, 1883], "tunnel": {"expiry_hours": 4}}}
+    assert to_doc(document_to_uci(doc)) == doc
+    # 'option' with space-separated ports, as the shell helpers write lists
+    assert to_doc("config outbound\n\toption mqtt_ports '8883 1883'\n") == {
+        "outbound": {"mqtt_ports": [8883, 1883]}
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "config outbound 'outbound'\n\tlist mqtt_ports '8883'\n\tlist mqtt_ports 'tls'\n",
+            "/etc/config/energyhub:2: option 'mqtt_ports': 'tls' is not an integer "
+            "(outbound.mqtt_ports)",
+        ),
+        (
+            "config tunnel 'tunnel'\n\toption remote_port 'high'\n",
+            "/etc/config/energyhub:2: option 'remote_port': 'high' is not an integer "
+            "(outbound.tunnel.remote_port)",
+        ),
+        (
+            "config tunnel 'tunnel'\n\toption mode 'on_demand'\n\toption hours '2'\n",
+            "/etc/config/energyhub:3: option 'hours': unknown option in config tunnel 'tunnel' "
+            "(known: mode, user, key_file, remote_port, host_key, expiry_hours)",
+        ),
+        (
+            "config outbound\n\tlist gateway_port '2443'\n",
+            "/etc/config/energyhub:2: option 'gateway_port': must be a single 'option', not a "
+            "'list' (outbound.gateway_port)",
+        ),
+    ],
+)
+def test_outbound_conversion_errors_name_file_line_and_option(text: str, expected: str) -> None:
+    with pytest.raises(UciError) as info:
+        to_doc(text)
+    assert str(info.value) == expected
+
+
+def test_outbound_validation_errors_point_at_uci_lines() -> None:
+    load = loader()
+    if load is None or not hasattr(load, "parse_document"):
+        pytest.skip("config loader not available yet")
+    from energyhubd.openwrt.uci_document import annotate
+
+    text = (
+        "config outbound 'outbound'\n"
+        "\toption timeout '90'\n"
+        "\n"
+        "config tunnel 'tunnel'\n"
+        "\toption mode 'always'\n"
+        "\toption remote_port '20031'\n"
+    )
+    pkg = parse(text, "/etc/config/energyhub")
+    with pytest.raises(load.ConfigError) as info:
+        load.parse_document(uci_to_document(pkg))
+    lines = str(annotate(info.value, pkg)).splitlines()
+    assert lines == [
+        "/etc/config/energyhub:2: option 'timeout': 90 is out of range 0.5-60 seconds "
+        "(outbound.timeout)",
+        "/etc/config/energyhub:4: config tunnel: required when the tunnel is enabled (the "
+        "gateway's key is pinned, never trusted on first use) (outbound.tunnel.host_key)",
+    ]
+
+
+def test_outbound_sections_list_every_settings_key() -> None:
+    """A key added to OutboundSettings/TunnelSettings must get its UCI row too."""
+    from energyhubd.outbound.settings import OutboundSettings, TunnelSettings
+
+    by_type = {s.type: s for s in SECTIONS}
+    outbound_keys = set(OutboundSettings.__dataclass_fields__) - {"tunnel"}
+    assert {opt.key for opt in by_type["outbound"].options} == outbound_keys
+    assert {opt.key for opt in by_type["tunnel"].options} == set(
+        TunnelSettings.__dataclass_fields__
     )

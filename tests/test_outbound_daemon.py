@@ -290,3 +290,154 @@ def test_daemon_keeps_an_always_on_tunnel_up(
     assert tunnel()["pid"] != first["pid"]
     assert "ssh exited with status" in (tunnel()["last_exit"] or "")
     assert "tunnel    always running" in daemon.ctl("status").stdout
+
+
+def test_on_demand_tunnel_opens_closes_and_expires_on_command(
+    lab: MiniLab, daemon_factory: Callable[..., RunningDaemon]
+) -> None:
+    remote_port = 20032
+    outbound = {
+        **lab.services.outbound_config(),
+        "tunnel": {
+            "mode": "on_demand",
+            "user": "root",
+            "key_file": str(lab.services.client_key),
+            "remote_port": remote_port,
+            "host_key": lab.services.gateway_host_key,
+            "expiry_hours": 0.001,  # 3.6 s: the default expiry of a plain "open"
+        },
+    }
+    daemon = daemon_factory(outbound=outbound)
+
+    def tunnel() -> dict[str, Any]:
+        state: dict[str, Any] = daemon.call("status")["outbound"]["tunnel"]
+        return state
+
+    def gateway_side_open() -> bool:
+        return tcp_connect_in(lab.services.ns, "127.0.0.1", remote_port, timeout=0.5)[0]
+
+    assert tunnel()["state"] == "idle" and not gateway_side_open()
+
+    # Opened by hand for an hour: the gateway reaches the router's ssh through it.
+    out = daemon.ctl("tunnel", "open", "--hours", "1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("tunnel on_demand running") and "closes in 1h00m" in out.stdout
+    wait_for(gateway_side_open, 20, "the opened tunnel does not reach the gateway")
+    assert 3500 < tunnel()["expires_in_s"] <= 3600
+
+    # Closed on request: the forwarded port disappears on the gateway side.
+    closed = daemon.call("tunnel", {"action": "close"})
+    assert closed["tunnel"]["state"] == "idle" and closed["tunnel"]["pid"] is None
+    wait_for(lambda: not gateway_side_open(), 10, "the closed tunnel still reaches the gateway")
+    assert "expires_in_s" not in tunnel()
+
+    # Opened with the configured expiry (3.6 s): it closes by itself.
+    opened = daemon.call("tunnel", {"action": "open"})
+    assert opened["tunnel"]["state"] == "running" and opened["tunnel"]["expires_in_s"] <= 4
+    wait_for(
+        lambda: (t := tunnel())["state"] == "idle" and t["last_exit"] == "expired",
+        15,
+        "the on-demand tunnel did not close at its expiry",
+    )
+    wait_for(lambda: not gateway_side_open(), 10, "the expired tunnel still reaches the gateway")
+    assert "tunnel    on_demand idle" in daemon.ctl("status").stdout
+
+    # Refusals name the argument.
+    with pytest.raises(ControlError, match="argument 'action' must be open or close"):
+        daemon.call("tunnel", {"action": "start"})
+    with pytest.raises(ControlError, match=r"argument 'hours' must be 0\.001-168"):
+        daemon.call("tunnel", {"action": "open", "hours": 500})
+    with pytest.raises(ControlError, match="argument 'hours' is only accepted with action 'open'"):
+        daemon.call("tunnel", {"action": "close", "hours": 1})
+    bad = daemon.ctl("tunnel", "open", "--hours", "0")
+    assert bad.returncode == 1 and "argument 'hours' must be 0.001-168, not 0.0" in bad.stderr
+
+
+def test_tunnel_method_refuses_when_the_tunnel_is_disabled(
+    daemon_factory: Callable[..., RunningDaemon],
+) -> None:
+    daemon = daemon_factory()
+    with pytest.raises(ControlError, match="tunnel: the support tunnel is disabled"):
+        daemon.call("tunnel", {"action": "open"})
+
+
+# A stub resolver as musl and glibc behave: the identical query (same id, same socket) is
+# sent again every second until an answer arrives; prints {"addresses", "rcode", "seconds",
+# "sends"} or {"error"}.
+_STUB_QUERY = """
+import json, socket, sys, time
+from energyhubd.outbound import dnswire
+server, name, budget = sys.argv[1], sys.argv[2], float(sys.argv[3])
+query = dnswire.build_query(name, 0x4242)
+start = time.monotonic()
+sends = 0
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    sock.connect((server, 53))
+    while time.monotonic() - start < budget:
+        sock.send(query)
+        sends += 1
+        sock.settimeout(1.0)
+        try:
+            response = dnswire.parse_response(sock.recv(4096))
+        except (TimeoutError, dnswire.DnsFormatError):
+            continue
+        print(json.dumps({"addresses": list(response.addresses), "rcode": response.rcode_name,
+                          "seconds": round(time.monotonic() - start, 2), "sends": sends}))
+        sys.exit(0)
+print(json.dumps({"error": "no answer", "sends": sends}))
+"""
+
+
+def _lan_query(lab: MiniLab, name: str, budget: float = 8.0) -> dict[str, Any]:
+    cmd = [sys.executable, "-c", _STUB_QUERY, internet.LAN_ROUTER_IP, name, str(budget)]
+    proc = subprocess.run(
+        netns.ns_cmd(lab.lanhost, cmd), capture_output=True, text=True, timeout=budget + 20
+    )
+    assert proc.returncode == 0, proc.stderr
+    answer: dict[str, Any] = json.loads(proc.stdout)
+    return answer
+
+
+def test_lan_dns_falls_back_when_the_dhcp_provided_server_does_not_answer(
+    lab: MiniLab, daemon_factory: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    """The router's dnsmasq asks the WAN's DHCP-provided server first, ``dns.fallback`` next.
+
+    Distinct names per step: the router's dnsmasq must not answer from its cache.
+    """
+    daemon_factory()
+    name_primary, name_fallback, name_none = (
+        internet.NTP_NAMES[0],
+        internet.BROKER_NAME,
+        (internet.NTP_NAMES[1]),
+    )
+    # The fallback is unreachable: the DHCP-provided server answers, at the first try.
+    lab.services.block("dns_fallback")
+    answer = _lan_query(lab, name_primary)
+    assert answer.get("addresses") == [internet.NTP_IP], answer
+    assert answer["sends"] == 1, answer
+    # The DHCP-provided server does not answer: the client's retry is sent to the fallback.
+    lab.services.clear()
+    lab.services.block("dns")
+    answer = _lan_query(lab, name_fallback)
+    assert answer.get("addresses") == [internet.BROKER_IP], answer
+    assert answer["seconds"] < 5, answer
+    # Both silent: no answer (so the previous one really came through the fallback).
+    lab.services.block("dns_fallback")
+    answer = _lan_query(lab, name_none, budget=4)
+    assert "addresses" not in answer or not answer["addresses"], answer
+
+    # A new WAN lease names another server: the router's dnsmasq follows without a restart.
+    lab.services.clear()
+    lab.services.block("dns")
+    (tmp_path / "wan-resolv.conf").write_text(f"nameserver {internet.DNS_IP}\n")
+    merged = tmp_path / "state" / "dnsmasq" / "upstream.resolv"
+    wait_for(
+        lambda: merged.read_text().split("\n")[1:] == [f"nameserver {internet.DNS_IP}", ""],
+        5,
+        "the merged upstream file did not follow the WAN resolv file",
+    )
+    answer = _lan_query(lab, internet.S3_NAME)
+    assert answer.get("addresses") == [internet.S3_IP], answer
+    assert answer["sends"] == 1, answer
+    lab.services.clear()

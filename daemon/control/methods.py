@@ -1,6 +1,6 @@
 """The one method table behind every control transport.
 
-`status`, `devices`, `config`, `reload` (and later `diagnose`) are plain functions registered
+`status`, `devices`, `config`, `reload`, `diagnose`, `tunnel` are plain functions registered
 here. The Unix-socket server and the ubus adapter both dispatch through ``MethodTable.call`` so
 that the two transports can never disagree about arguments or answers.
 """
@@ -68,6 +68,10 @@ class MethodTable:
                 raise MethodError(f"{method.name}: argument {key!r} must be true or false")
             if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
                 raise MethodError(f"{method.name}: argument {key!r} must be an integer")
+            if expected is float and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                raise MethodError(f"{method.name}: argument {key!r} must be a number")
             if expected is str and not isinstance(value, str):
                 raise MethodError(f"{method.name}: argument {key!r} must be a string")
             clean[key] = value

@@ -135,6 +135,22 @@ def render_outbound(outbound: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_tunnel(result: dict[str, Any]) -> str:
+    """The ``tunnel`` answer: what the supervisor does now, in one line."""
+    tunnel = result.get("tunnel") or {}
+    text = (
+        f"tunnel {tunnel.get('mode', '-')} {tunnel.get('state', '-')}  "
+        f"gateway {tunnel.get('gateway', '-')}  remote port {tunnel.get('remote_port', '-')}"
+    )
+    if tunnel.get("pid"):
+        text += f"  pid {tunnel['pid']}"
+    if tunnel.get("expires_in_s") is not None:
+        text += f"  closes in {_duration(tunnel['expires_in_s'])}"
+    if result.get("action") == "close" and tunnel.get("last_exit"):
+        text += f"  ({tunnel['last_exit']})"
+    return text
+
+
 def render_diagnose(result: dict[str, Any]) -> str:
     """The ``diagnose`` answer as a table: flow, result, latency, reason."""
     if "rows" not in result:  # --no-wait: the run was only requested

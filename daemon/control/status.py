@@ -1,8 +1,9 @@
 """The daemon's control methods, answered from the published snapshot.
 
-Read methods never wait for the event loop; ``reload`` (a write method) is handed to the loop
-and its result returned. ``diagnose`` asks the loop for a run (an instant call) and then waits
-for the worker on the calling transport's thread, so the loop keeps serving meanwhile.
+Read methods never wait for the event loop; ``reload`` and ``tunnel`` (write methods) are
+handed to the loop and their result returned. ``diagnose`` asks the loop for a run (an
+instant call) and then waits for the worker on the calling transport's thread, so the loop
+keeps serving meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 SECRET_WORDS = ("key", "password", "secret", "token", "passphrase")
 DIAGNOSE_WAIT = 60
 MAX_DIAGNOSE_WAIT = 300
+TUNNEL_ACTIONS = ("open", "close")
+TUNNEL_HOURS = (0.001, 168.0)  # the range of outbound.tunnel.expiry_hours
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -40,6 +43,27 @@ def redact(value: Any, key: str = "") -> Any:
 def render_running_config(config: Config) -> dict[str, Any]:
     document = json.loads(json.dumps(config.document))
     return {"version": config.version, "platform": config.platform, "document": redact(document)}
+
+
+def tunnel_request(args: dict[str, Any]) -> tuple[str, float | None]:
+    """Check the ``tunnel`` arguments (already type-checked) before the loop is bothered.
+
+    Every refusal names the argument, so a portal operator or a LuCI page can show it as is.
+    """
+    action = args.get("action")
+    if action is None:
+        raise MethodError("tunnel: argument 'action' is required (open or close)")
+    if action not in TUNNEL_ACTIONS:
+        raise MethodError(f"tunnel: argument 'action' must be open or close, not {action!r}")
+    hours = args.get("hours")
+    if hours is None:
+        return action, None
+    if action != "open":
+        raise MethodError("tunnel: argument 'hours' is only accepted with action 'open'")
+    low, high = TUNNEL_HOURS
+    if not low <= hours <= high:
+        raise MethodError(f"tunnel: argument 'hours' must be {low:g}-{high:g}, not {hours}")
+    return action, float(hours)
 
 
 def build_method_table(daemon: Daemon) -> MethodTable:
@@ -82,6 +106,20 @@ def build_method_table(daemon: Daemon) -> MethodTable:
             )
         return result.as_dict()
 
+    def tunnel(args: dict[str, Any]) -> dict[str, Any]:
+        """Open or close the support tunnel on the loop (the supervisor is the loop's)."""
+        action, hours = tunnel_request(args)
+        service = daemon.outbound
+
+        def on_loop() -> dict[str, Any]:
+            try:
+                state = service.tunnel_open(hours) if action == "open" else service.tunnel_close()
+            except (RuntimeError, ValueError) as exc:
+                raise MethodError(f"tunnel: {exc}") from None
+            return {"action": action, "tunnel": state}
+
+        return daemon.call_on_loop(on_loop)
+
     return MethodTable(
         [
             Method("status", status, doc="health of the daemon, policy, WAN, LAN and forwards"),
@@ -93,6 +131,14 @@ def build_method_table(daemon: Daemon) -> MethodTable:
                 diagnose,
                 args={"wait": bool, "timeout": int},
                 doc="check every required outbound flow; wait (default true) up to timeout s",
+            ),
+            Method(
+                "tunnel",
+                tunnel,
+                args={"action": str, "hours": float},
+                write=True,
+                doc="open (for hours, default outbound.tunnel.expiry_hours) or close the "
+                "support tunnel",
             ),
         ]
     )

@@ -3,6 +3,8 @@
 dnsmasq is (re)started only when its rendered configuration changes, and restarted with a
 growing delay when it dies. Its exit is noticed through a pidfd in the daemon's selector, and
 lease changes through its ``dhcp-script`` hook, which signals the daemon (SIGUSR1): no polling.
+Upstream DNS: with a DHCP WAN dnsmasq reads a merged resolv file (the WAN's servers, then
+``dns.fallback``) that ``UpstreamFile`` keeps current (see energyhubd.kernel.upstream).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import subprocess
 from pathlib import Path
 
 from energyhubd.config.atomic import write_if_changed
+from energyhubd.kernel.upstream import UpstreamFile
+from energyhubd.loop import EventLoop
 from energyhubd.policy.dhcp import DhcpPlan, render_dnsmasq
 
 log = logging.getLogger("energyhubd.dnsmasq")
@@ -38,13 +42,22 @@ def own_lease_file(state_dir: str) -> str:
 class DnsmasqSupervisor:
     """Owns one dnsmasq child. Used only from the daemon's event loop."""
 
-    def __init__(self, state_dir: str, resolv_file: str | None, notify_pid: int) -> None:
+    def __init__(
+        self,
+        state_dir: str,
+        resolv_file: str | None,
+        notify_pid: int,
+        loop: EventLoop | None = None,
+    ) -> None:
         self.dir = Path(state_dir) / "dnsmasq"
         self.conf = self.dir / "dnsmasq.conf"
         self.lease_file = own_lease_file(state_dir)
         self.pid_file = str(self.dir / "dnsmasq.pid")
         self.script = self.dir / "lease-notify.sh"
         self.resolv_file = resolv_file
+        self.upstream = (
+            UpstreamFile(resolv_file, self.dir / "upstream.resolv", loop) if resolv_file else None
+        )
         self.notify_pid = notify_pid
         self.proc: subprocess.Popen[bytes] | None = None
         self.pidfd: int | None = None
@@ -57,9 +70,11 @@ class DnsmasqSupervisor:
         script_changed = write_if_changed(
             self.script, NOTIFY_SCRIPT.format(pid=self.notify_pid), mode=0o755
         )
-        text = render_dnsmasq(
-            plan, self.lease_file, self.pid_file, str(self.script), self.resolv_file
-        )
+        upstream = None
+        if self.upstream is not None and not plan.upstream:
+            self.upstream.configure(plan.fallback)
+            upstream = str(self.upstream.target)
+        text = render_dnsmasq(plan, self.lease_file, self.pid_file, str(self.script), upstream)
         changed = write_if_changed(self.conf, text) or script_changed
         if changed or not self.running:
             self.restart()
@@ -75,7 +90,7 @@ class DnsmasqSupervisor:
         return self.proc.pid if self.running and self.proc else None
 
     def restart(self) -> None:
-        self.stop()
+        self._stop_child()
         self._kill_stale()
         cmd = [
             self.binary,
@@ -114,6 +129,12 @@ class DnsmasqSupervisor:
             self.pidfd = None
 
     def stop(self) -> None:
+        """Daemon shutdown: dnsmasq and the upstream watch."""
+        if self.upstream is not None:
+            self.upstream.close()
+        self._stop_child()
+
+    def _stop_child(self) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:

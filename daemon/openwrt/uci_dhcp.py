@@ -7,7 +7,8 @@ against the current file, so an unchanged plan yields no commands and dnsmasq is
 when something really changed (a reload drops its DNS cache).
 
 Our static leases are ``config host`` sections named ``energyhub_<name>``; host sections
-with other names belong to the site and are never touched.
+with other names belong to the site and are never touched. ``dns.fallback`` goes into the
+``server`` list of the ``config dnsmasq`` section (``dns_changes``).
 """
 
 from __future__ import annotations
@@ -131,6 +132,56 @@ def dhcp_changes(current: Package, plan: DhcpPlan, lan_section: str = "lan") -> 
     return commands
 
 
+def _as_list(value: str | list[str] | None) -> list[str]:
+    """A UCI list as written either way (``list`` lines, or one space-separated option)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else value.split()
+
+
+def _is_address(entry: str) -> bool:
+    try:
+        ipaddress.ip_address(entry)
+    except ValueError:
+        return False
+    return True
+
+
+def section_ref(package: Package, section: Section, type_: str) -> str:
+    """How ``uci`` addresses ``section``: its name, or ``@type[index]`` when anonymous."""
+    if section.name:
+        return section.name
+    return f"@{type_}[{package.of_type(type_).index(section)}]"
+
+
+def dns_changes(current: Package, fallback: Sequence[str]) -> list[str]:
+    """``uci batch`` lines that make dnsmasq's ``server`` list carry ``dns.fallback``.
+
+    The DHCP-provided servers need nothing here: dnsmasq reads them from netifd's
+    ``resolvfile``. The plain-address entries of the ``server`` list are energyhub's (they
+    are ``dns.fallback``); other entries (``/domain/address``, ``address#port``) belong to
+    the site and are kept, in front. Without ``strictorder`` (OpenWrt's default) dnsmasq
+    sends a query to every server while it learns which answers fastest, so the fallback
+    also serves in normal operation; see docs/outbound.md.
+    """
+    commands: list[str] = []
+    sections = current.of_type("dnsmasq")
+    if sections:
+        ref = section_ref(current, sections[0], "dnsmasq")
+        have = _as_list(sections[0].options.get("server"))
+    else:
+        commands.append(f"add {PACKAGE} dnsmasq")
+        ref, have = "@dnsmasq[0]", []
+    kept = [entry for entry in have if not _is_address(entry)]
+    wanted = kept + [str(a) for a in dict.fromkeys(fallback)]
+    if have == wanted:
+        return commands
+    if sections and "server" in sections[0].options:
+        commands.append(f"delete {PACKAGE}.{ref}.server")
+    commands += [f"add_list {PACKAGE}.{ref}.server={quote(entry)}" for entry in wanted]
+    return commands
+
+
 Runner = Callable[[Sequence[str], str | None], None]
 
 
@@ -139,7 +190,8 @@ def _run(argv: Sequence[str], stdin: str | None) -> None:
 
 
 def apply_dhcp_changes(commands: list[str], run: Runner = _run) -> bool:
-    """Apply the commands with ``uci batch``, commit, and reload dnsmasq; False if no-op."""
+    """Apply the commands (``dhcp_changes`` + ``dns_changes``) with ``uci batch``, commit,
+    and reload dnsmasq once; False if no-op."""
     if not commands:
         return False
     run(["uci", "batch"], "\n".join(commands) + "\n")

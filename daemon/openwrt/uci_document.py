@@ -20,6 +20,8 @@ from energyhubd.openwrt.uci import NAME_RE, Package, Section, UciError, located,
 
 STR, INT, NUM, BOOL, LIST, DURATION = "str", "int", "num", "bool", "list", "duration"
 OPT_STR = "optional str"  # JSON null is spelled as an empty option: '' <-> None
+INT_LIST = "int list"  # e.g. outbound.mqtt_ports: list lines, each an integer
+SECONDS = "seconds"  # a number of seconds (int or float) or a duration string like '6h'
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on", "enabled"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", "disabled"})
@@ -170,6 +172,38 @@ SECTIONS: tuple[Spec, ...] = (
         ),
         uci_name="inventory",
     ),
+    Spec(
+        "outbound",
+        "outbound",
+        _same(
+            ("broker_host", STR),
+            ("mqtt_ports", INT_LIST),
+            ("gateway_address", STR),
+            ("gateway_port", INT),
+            ("ntp_servers", LIST),
+            ("update_host", STR),
+            ("ca_file", OPT_STR),
+            ("diagnose_interval", SECONDS),
+            ("timeout", SECONDS),
+            ("ip_ranges_file", STR),
+        ),
+        uci_name="outbound",
+    ),
+    # The tunnel is its own section ("uci set energyhub.tunnel.mode=on_demand") rather than
+    # tunnel_* options of 'outbound': it is what a technician changes, the rest rarely is.
+    Spec(
+        "tunnel",
+        "outbound.tunnel",
+        _same(
+            ("mode", STR),
+            ("user", STR),
+            ("key_file", STR),
+            ("remote_port", INT),
+            ("host_key", OPT_STR),
+            ("expiry_hours", NUM),
+        ),
+        uci_name="tunnel",
+    ),
 )
 
 SPEC_BY_TYPE = {spec.type: spec for spec in SECTIONS}
@@ -220,6 +254,20 @@ def _to_duration(value: str) -> int | str:
     return int(value) if value.strip().isdigit() else value.strip()
 
 
+def _to_seconds(value: str) -> int | float | str:
+    """Digits stay numbers (``'5'`` -> 5, ``'0.5'`` -> 0.5); ``'6h'`` goes to the validator."""
+    text = value.strip()
+    try:
+        return _to_num(text)
+    except _Bad:
+        return text
+
+
+def _to_int_list(value: str | list[str]) -> list[int]:
+    items = list(value) if isinstance(value, list) else value.split()
+    return [_to_int(item) for item in items]
+
+
 FROM_UCI: dict[str, Callable[[str | list[str]], Any]] = {
     STR: _scalar,
     INT: lambda v: _to_int(_scalar(v)),
@@ -227,6 +275,8 @@ FROM_UCI: dict[str, Callable[[str | list[str]], Any]] = {
     BOOL: lambda v: _to_bool(_scalar(v)),
     DURATION: lambda v: _to_duration(_scalar(v)),
     OPT_STR: lambda v: _scalar(v) or None,
+    SECONDS: lambda v: _to_seconds(_scalar(v)),
+    INT_LIST: _to_int_list,
     # An 'option' holding a list is space-separated, as OpenWrt's shell helpers read it.
     LIST: lambda v: list(v) if isinstance(v, list) else v.split(),
 }
@@ -376,6 +426,16 @@ def _from_value(kind: str, value: Any) -> str | list[str]:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise _Bad("must be seconds or a string like '24h'")
         return str(value)
+    if kind == SECONDS:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise _Bad("must be seconds or a string like '6h'")
+        return repr(value) if isinstance(value, float) else str(value)
+    if kind == INT_LIST:
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise _Bad("must be a list of integers")
+        return [str(v) for v in value]
     if kind == OPT_STR:
         if value is not None and not isinstance(value, str):
             raise _Bad("must be a string or null")

@@ -683,6 +683,11 @@ class OutboundService:
         if self.tunnel is None:
             raise RuntimeError("the support tunnel is disabled in the configuration")
         tunnel = self.tunnel
+        if hours is not None and tunnel.settings.mode != "on_demand":
+            # An always-on tunnel has no expiry; accepting hours would promise one.
+            raise RuntimeError(
+                f"hours applies only to an on_demand tunnel (mode is {tunnel.settings.mode})"
+            )
         self._tunnel_op(lambda: tunnel.open(hours))
         return tunnel.status()
 
