@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--reps", type=int, default=30, help="apply repetitions (30)")
     parser.add_argument("--starts", type=int, default=5, help="daemon start-ups (5)")
-    parser.add_argument("--settle", type=float, default=2.0, help="idle before RSS, s (2)")
+    parser.add_argument("--settle", type=float, default=8.0, help="idle before RSS, s (8)")
     parser.add_argument("--idle", type=float, default=10.0, help="wake-up window, s (10)")
     parser.add_argument("--worker-apply", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
