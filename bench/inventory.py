@@ -34,6 +34,7 @@ import secrets
 import select
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -257,11 +258,34 @@ def bench_wakeups(site: Site, window: float) -> dict[str, Any]:
     pid = site.daemon_pid()
     assert pid is not None
     names = {tid: thread_name(pid, tid, site.socket) for tid in thread_switches(pid)}
-    cpu_before = cpu_seconds(pid)
-    before = thread_switches(pid)
-    time.sleep(window)
-    after = thread_switches(pid)
-    cpu_after = cpu_seconds(pid)
+    # What the event loop may have heard: the kernel events it subscribes to (a passive
+    # listener in the router namespace) and what it logged.
+    log_path = site.dir / "energyhubd.log"
+    log_offset = log_path.stat().st_size
+    kernel_log = site.dir / "bench-monitor.log"
+    with open(kernel_log, "wb") as out:
+        monitor = subprocess.Popen(
+            ["ip", "-n", site.router, "-ts", "monitor", "link", "address", "route", "neigh"],
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+        )
+    try:
+        time.sleep(0.2)
+        cpu_before = cpu_seconds(pid)
+        before = thread_switches(pid)
+        time.sleep(window)
+        after = thread_switches(pid)
+        cpu_after = cpu_seconds(pid)
+    finally:
+        monitor.terminate()
+        monitor.wait(5)
+    with open(log_path, "rb") as handle:
+        handle.seek(log_offset)
+        logged = handle.read().decode(errors="replace").splitlines()
+    kernel = [line for line in kernel_log.read_text(errors="replace").splitlines() if line]
+    neigh = [
+        line for line in kernel if " lladdr " in line or " FAILED" in line or "INCOMPLETE" in line
+    ]
     threads = []
     for tid in sorted(set(before) | set(after)):
         name = names.get(tid) or thread_name(pid, tid, site.socket)
@@ -280,6 +304,10 @@ def bench_wakeups(site: Site, window: float) -> dict[str, Any]:
         "others_per_min": round((total - main) * per_min, 1),
         "threads": [{**t, "per_min": round(t["switches"] * per_min, 1)} for t in threads],
         "cpu_ms": round((cpu_after - cpu_before) * 1000),
+        "kernel_events": len(kernel),
+        "neighbour_events": len(neigh),
+        "kernel_event_lines": kernel[:40],
+        "log_lines": logged[:40],
     }
 
 
@@ -546,7 +574,8 @@ def render(result: dict[str, Any]) -> str:
         ),
         f"wake-ups over {w['window_s']:.0f} s idle: {w['total_per_min']} /min in total, "
         f"event loop {w['event_loop_per_min']} /min, others {w['others_per_min']} /min; "
-        f"daemon CPU {w['cpu_ms']} ms",
+        f"daemon CPU {w['cpu_ms']} ms; kernel events it listens to: {w['kernel_events']} "
+        f"({w['neighbour_events']} neighbour); lines it logged: {len(w['log_lines'])}",
     ]
     for t in w["threads"]:
         note = f" [{t['note']}]" if t["note"] else ""

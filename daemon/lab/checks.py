@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from energyhubd.control.client import call
 from energyhubd.lab import netns
 from energyhubd.lab import portal as lab_portal
 from energyhubd.lab.site import (
@@ -372,6 +373,47 @@ def check_push_rolled_back(site: Site) -> tuple[bool, str]:
     )
 
 
+# -- outbound flows -----------------------------------------------------------------------
+
+
+def _diagnose(site: Site) -> list[dict]:
+    result = call(site.socket, "diagnose", {"timeout": 60}, timeout=75)
+    rows: list[dict] = result["rows"]
+    return rows
+
+
+def check_outbound_flows(site: Site) -> tuple[bool, str]:
+    rows = _diagnose(site)
+    failed = [f"{r['flow']}: {r['reason']}" for r in rows if not r["passed"]]
+    flows = sorted({r["flow"] for r in rows})
+    if failed:
+        return False, "; ".join(failed)
+    return True, f"{len(rows)} checks pass ({', '.join(flows)})"
+
+
+def check_outbound_blocked_and_intercepted(site: Site) -> tuple[bool, str]:
+    """The customer's firewall filters 2443 and inspects TLS: both named, the rest pass."""
+    assert site.internet is not None
+    site.internet.block("gateway")
+    site.internet.intercept("update_https")
+    try:
+        rows = _diagnose(site)
+    finally:
+        site.internet.clear()
+    by_flow = {r["flow"]: r for r in rows}
+    gateway, https = by_flow["gateway"], by_flow["update_https"]
+    expected = {"gateway", "update_https"}
+    others = [r["flow"] for r in rows if not r["passed"] and r["flow"] not in expected]
+    ok = (
+        not gateway["passed"]
+        and "filtered" in gateway["reason"]
+        and not https["passed"]
+        and "intercepted" in https["reason"]
+        and not others
+    )
+    return ok, f"gateway: {gateway['reason']}; update_https: {https['reason']}; others pass"
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("policy applied by energyhubd run", check_policy_applied),
     ("router WAN address by DHCP", check_wan_dhcp),
@@ -392,6 +434,8 @@ CHECKS: list[tuple[str, Check]] = [
     ("portal push applied and confirmed", check_push_applied),
     ("invalid push rejected, policy kept", check_push_rejected),
     ("push that cuts the link rolled back", check_push_rolled_back),
+    ("every required outbound flow passes", check_outbound_flows),
+    ("filtered 2443 and TLS interception named", check_outbound_blocked_and_intercepted),
 ]
 
 
