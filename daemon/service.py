@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -356,13 +357,28 @@ class Daemon:
     # -- DHCP ---------------------------------------------------------------------------
     def _configure_dhcp(self, config: Config) -> None:
         if config.platform != "linux":
-            return  # OpenWrt: the system dnsmasq, configured through UCI
+            self._sync_openwrt(config)  # the system's dnsmasq and sysntpd, through UCI
+            return
         if self.dnsmasq is None:
             self.dnsmasq = DnsmasqSupervisor(
                 config.state_dir, self.resolv_file, os.getpid(), loop=self.loop
             )
         if self.dnsmasq.configure(build_plan(config)) and self.dnsmasq.pidfd is not None:
             self.loop.add_reader(self.dnsmasq.pidfd, self._on_dnsmasq_exit)
+
+    def _sync_openwrt(self, config: Config) -> None:
+        """Pool, leases, reservations, DNS fallback and NTP into /etc/config (only changes)."""
+        from energyhubd.openwrt.platform_sync import sync_platform
+        from energyhubd.openwrt.uci import UciError
+
+        try:
+            result = sync_platform(config)
+        except (OSError, subprocess.CalledProcessError, UciError) as exc:
+            log.error("OpenWrt dhcp/system configuration not updated: %s", exc)
+            return
+        for package, commands in (("dhcp", result.dhcp), ("system", result.system)):
+            if commands:
+                log.info("uci %s: %d change(s) committed", package, len(commands))
 
     def _on_dnsmasq_exit(self) -> None:
         assert self.dnsmasq is not None
