@@ -49,6 +49,7 @@ from energyhubd.lab.site import Site
 PYTHON = sys.executable
 TARGET_MS = 200.0
 MQTT_PORT = 8883
+NUD_WORDS = {"REACHABLE", "STALE", "DELAY", "PROBE", "FAILED", "INCOMPLETE", "NOARP", "PERMANENT"}
 
 # Wraps the lab's hook: stamp first (CLOCK_REALTIME, shared by every namespace), then hand over.
 STAMP_SCRIPT = """#!/bin/sh
@@ -262,7 +263,8 @@ def bench_wakeups(site: Site, window: float) -> dict[str, Any]:
     # listener in the router namespace) and what it logged.
     log_path = site.dir / "energyhubd.log"
     log_offset = log_path.stat().st_size
-    kernel_log = site.dir / "bench-monitor.log"
+    (site.dir / "bench").mkdir(exist_ok=True)
+    kernel_log = site.dir / "bench" / "monitor.log"
     with open(kernel_log, "wb") as out:
         monitor = subprocess.Popen(
             ["ip", "-n", site.router, "-ts", "monitor", "link", "address", "route", "neigh"],
@@ -283,9 +285,7 @@ def bench_wakeups(site: Site, window: float) -> dict[str, Any]:
         handle.seek(log_offset)
         logged = handle.read().decode(errors="replace").splitlines()
     kernel = [line for line in kernel_log.read_text(errors="replace").splitlines() if line]
-    neigh = [
-        line for line in kernel if " lladdr " in line or " FAILED" in line or "INCOMPLETE" in line
-    ]
+    neigh = [line for line in kernel if line.split()[-1] in NUD_WORDS]
     threads = []
     for tid in sorted(set(before) | set(after)):
         name = names.get(tid) or thread_name(pid, tid, site.socket)
@@ -358,7 +358,28 @@ def first_wire(events: list[dict[str, Any]], mac: str, kind: str) -> float | Non
     return min(times) if times else None
 
 
-def plug_in(site: Site, name: str, mac: str, hostname: str, script: Path, stamp: Path) -> None:
+def spawn(
+    ns: str, cmd: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """As ``Site.spawn``, but logging into the bench's own directory.
+
+    The daemon watches the lab directory (its resolv file lives there) with inotify, so every
+    line a lab process logs there wakes its event loop; the bench's files stay out of it.
+    """
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            netns.ns_cmd(ns, cmd),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def plug_in(
+    site: Site, name: str, mac: str, hostname: str, script: Path, stamp: Path
+) -> subprocess.Popen[bytes]:
     """As ``Site.add_client`` but with the stamping hook, and without waiting."""
     ns, sw = site.ns(name), site.ns("sw")
     netns.add_namespace(ns)
@@ -367,7 +388,7 @@ def plug_in(site: Site, name: str, mac: str, hostname: str, script: Path, stamp:
     netns.ip(sw, "link", "set", port, "master", "sw")
     cmd = site.udhcpc("eth0", hostname)
     cmd[cmd.index("-s") + 1] = str(script)
-    site.spawn(ns, f"{name}-udhcpc", cmd, env={"BENCH_STAMP": str(stamp)})
+    return spawn(ns, cmd, stamp.with_suffix(".log"), env={"BENCH_STAMP": str(stamp)})
 
 
 def one_join(
@@ -382,8 +403,8 @@ def one_join(
     mac = f"02:bb:00:00:00:{index:02x}"
     # Every other client carries a unit host name: its classification needs the lease.
     hostname = f"energyhub-unit{100 + index}" if index % 2 == 0 else f"bench-{name}"
-    stamp = site.dir / f"{name}.bound"
-    plug_in(site, name, mac, hostname, script, stamp)
+    stamp = script.parent / f"{name}.bound"
+    client = plug_in(site, name, mac, hostname, script, stamp)
     started = time.time()
     first_any: dict[str, Any] | None = None
     first_lease: dict[str, Any] | None = None
@@ -417,7 +438,9 @@ def one_join(
     ]
     time.sleep(0.05)  # let the capture worker's last line land
     wire = wire_events(wire_log)
-    site.remove_client(name)
+    site.remove_client(name)  # SIGTERM: udhcpc -R releases the lease on its way out
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        client.wait(5)
 
     def event_time(kind: str) -> float | None:
         return next((e["time"] for e in events if e["kind"] == kind), None)
@@ -462,11 +485,13 @@ def since(samples: list[dict[str, Any]], key: str, zero: str) -> list[float]:
 
 
 def bench_joins(site: Site, joins: int, poll: float, gap: float, linger: float) -> dict[str, Any]:
-    script = site.dir / "bench-udhcpc.sh"
+    work = site.dir / "bench"
+    work.mkdir(exist_ok=True)
+    script = work / "udhcpc.sh"
     script.write_text(STAMP_SCRIPT.format(lab_script=site.dir / "udhcpc.sh"))
     script.chmod(0o755)
-    wire_log = site.dir / "bench-capture.log"
-    site.spawn(site.ns("sw"), "bench-capture", [PYTHON, "-c", CAPTURE_WORKER, "uplink"])
+    wire_log = work / "capture.log"
+    capture = spawn(site.ns("sw"), [PYTHON, "-c", CAPTURE_WORKER, "uplink"], wire_log)
     site.wait_for(lambda: wire_log.exists() and wire_log.stat().st_size > 0, 10, "no capture")
     leases = LeaseWatch(site.lease_file)
     leases.start()
@@ -477,8 +502,9 @@ def bench_joins(site: Site, joins: int, poll: float, gap: float, linger: float) 
             time.sleep(gap)
     finally:
         leases.stop()
-        with contextlib.suppress(OSError, ValueError, ProcessLookupError):
-            os.kill(int((site.dir / "bench-capture.pid").read_text()), signal.SIGTERM)
+        capture.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            capture.wait(5)
     # Each removed client released its lease on the way out: how long does it stay present?
     removed_at = time.time()
     gone_after = None
