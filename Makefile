@@ -24,6 +24,7 @@ typecheck: setup
 bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/portal.py
+	$(PY) bench/inventory.py
 
 lab-up: setup
 	$(VENV)/bin/energyhubd lab up

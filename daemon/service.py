@@ -22,7 +22,7 @@ from energyhubd.config.errors import ConfigError
 from energyhubd.config.load import load_file, parse_document
 from energyhubd.config.model import Config
 from energyhubd.control.methods import MethodError, MethodTable
-from energyhubd.control.status import build_method_table, render_running_config
+from energyhubd.control.status import build_method_table, render_running_config, tunnel_request
 from energyhubd.inventory.events import Event, EventStream
 from energyhubd.inventory.monitor import InventoryMonitor, lease_file_for
 from energyhubd.kernel.dnsmasq import DnsmasqSupervisor
@@ -436,9 +436,23 @@ class Daemon:
             validate=self._portal_validate,
             status=lambda: self.snapshot,
             on_change=self.publish,
+            command=self._portal_command,
         )
         if start:
             self.portal.start()
+
+    def _portal_command(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A portal command, on the loop: the same argument checks as the local API."""
+        clean = self.methods.check_args(self.methods.methods[method], args)
+        if method == "diagnose":
+            return {"run": self.outbound.request("portal")}  # the result goes out in health
+        action, hours = tunnel_request(clean)
+        try:
+            if action == "open":
+                return {"action": action, "tunnel": self.outbound.tunnel_open(hours)}
+            return {"action": action, "tunnel": self.outbound.tunnel_close()}
+        except (RuntimeError, ValueError) as exc:
+            raise MethodError(f"tunnel: {exc}") from None
 
     def _startup_config(self, local: Config) -> Config:
         """A confirmed push newer than the local file (write-back failed) wins at start."""

@@ -12,7 +12,7 @@ import pytest
 from energyhubd.control.client import call
 from energyhubd.lab import checks, internet, netns
 from energyhubd.lab import portal as lab_portal
-from energyhubd.lab.site import Site
+from energyhubd.lab.site import TUNNEL_REMOTE_PORT, Site
 
 pytestmark = [pytest.mark.netns, pytest.mark.feed]
 
@@ -171,3 +171,35 @@ def test_broker_acl_confines_a_device_to_its_own_topics(lab: Site) -> None:
         check=False,
     )
     assert "eh-other" not in seen
+
+
+def test_portal_command_opens_and_closes_the_support_tunnel(lab: Site) -> None:
+    def answer(ident: str, mark: int) -> dict[str, Any]:
+        result: dict[str, Any] = lab_portal.wait_for_message(
+            lab.portal_log,
+            "command/result",
+            lambda v: isinstance(v, dict) and v.get("id") == ident,
+            15,
+            after=mark,
+        )
+        return result
+
+    def gateway_side_open() -> bool:
+        return internet.tcp_connect_in(lab.inet, "127.0.0.1", TUNNEL_REMOTE_PORT, 1)[0]
+
+    mark = len(lab_portal.read_messages(lab.portal_log, "command/result"))
+    lab.command({"id": "c1", "method": "tunnel", "args": {"action": "open", "hours": 1}})
+    opened = answer("c1", mark)
+    assert opened["ok"] is True, opened
+    lab.wait_for(gateway_side_open, 20, "the tunnel does not reach the gateway")
+    assert status(lab)["outbound"]["tunnel"]["state"] == "running"
+
+    lab.command({"id": "c2", "method": "tunnel", "args": {"action": "close"}})
+    assert answer("c2", mark)["ok"] is True
+    lab.wait_for(lambda: not gateway_side_open(), 10, "the tunnel is still open")
+
+    lab.command({"id": "c3", "method": "reload"})
+    refused = answer("c3", mark)
+    assert refused["ok"] is False and "cannot be called from the portal" in refused["error"]
+    lab.command({"id": "c4", "method": "tunnel", "args": {"action": "open", "hours": "two"}})
+    assert "argument 'hours' must be a number" in answer("c4", mark)["error"]

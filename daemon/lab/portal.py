@@ -69,8 +69,20 @@ def push(
     inet_ns: str, internet_dir: Path, device_id: str, document: dict[str, Any] | bytes | None
 ) -> None:
     """Publish (retained) to ``config/desired``; ``None`` clears the retained document."""
-    cmd = ["mosquitto_pub", *internet.portal_client_args(internet_dir), "-q", "1", "-r"]
-    cmd += ["-t", topic(device_id, "config/desired"), "-i", "lab-portal-push"]
+    publish(inet_ns, internet_dir, topic(device_id, "config/desired"), document, retain=True)
+
+
+def publish(
+    inet_ns: str,
+    internet_dir: Path,
+    name: str,
+    document: dict[str, Any] | bytes | None,
+    retain: bool = False,
+) -> None:
+    """One QoS 1 message as the portal; ``None`` with ``retain`` clears a retained topic."""
+    cmd = ["mosquitto_pub", *internet.portal_client_args(internet_dir), "-q", "1"]
+    cmd += ["-r"] if retain else []
+    cmd += ["-t", name, "-i", "lab-portal-pub"]
     payload = b""
     if document is None:
         cmd.append("-n")

@@ -44,6 +44,7 @@ MODBUS_PORT = 502
 UNIT2_FORWARD_PORT = 8502
 DEVICE_ID = "eh-lab"
 CONFIRM_WINDOW = 15
+TUNNEL_REMOTE_PORT = 20022  # the gateway-side port of the router's reverse tunnel
 
 UDHCPC_SCRIPT = """#!/bin/sh
 # udhcpc hook for lab hosts: configure only this namespace's interface and routes.
@@ -134,6 +135,11 @@ class Site:
         """Publish a desired configuration as the portal does (retained; None clears it)."""
         lab_portal.push(self.inet, self.internet_dir, DEVICE_ID, document)
 
+    def command(self, command: dict[str, Any]) -> None:
+        """Send a portal command (``energyhub/<id>/command``), e.g. to open the tunnel."""
+        name = lab_portal.topic(DEVICE_ID, "command")
+        lab_portal.publish(self.inet, self.internet_dir, name, command)
+
     def portal_settings(self) -> dict[str, Any]:
         """The router's portal section: the lab broker under the production name, mutual TLS."""
         return {
@@ -158,6 +164,21 @@ class Site:
             "ca_file": str(self.internet_dir / "lab-ca.pem"),
             "ip_ranges_file": str(self.internet_dir / "ip-ranges.json"),
             "timeout": 2,
+            "tunnel": self.tunnel_settings(),
+        }
+
+    def tunnel_settings(self) -> dict[str, Any]:
+        """On demand, to the lab gateway, with its host key pinned (read once the lab is up)."""
+        host_key = self.internet_dir / "gw_host_ed25519.pub"
+        if not host_key.exists():
+            return {"mode": "disabled"}
+        return {
+            "mode": "on_demand",
+            "user": "root",
+            "key_file": str(self.internet_dir / "tunnel_ed25519"),
+            "remote_port": TUNNEL_REMOTE_PORT,
+            "host_key": " ".join(host_key.read_text().split()[:2]),
+            "expiry_hours": 1,
         }
 
     def namespaces(self) -> list[str]:

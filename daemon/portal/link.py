@@ -104,7 +104,8 @@ class PortalLink:
     """Owns the MQTT connection; see the module docstring for the threading contract.
 
     Callbacks (all run by the daemon through ``post``):
-      ``on_state(LinkState)``, ``on_desired(payload: bytes)``, ``on_round_trip(token: int)``.
+      ``on_state(LinkState)``, ``on_desired(payload: bytes)``, ``on_round_trip(token: int)``,
+      ``on_command(payload: bytes)``.
     ``applied_version`` is called on the link thread at each connect; it must only read an
     immutable snapshot (e.g. return an int attribute), never walk daemon structures.
     """
@@ -120,6 +121,7 @@ class PortalLink:
         on_state: Callable[[LinkState], None] | None = None,
         on_desired: Callable[[bytes], None] | None = None,
         on_round_trip: Callable[[int], None] | None = None,
+        on_command: Callable[[bytes], None] | None = None,
         rand: Callable[[], float] | None = None,
         tls_context: Callable[[PortalSettings], ssl.SSLContext] = make_tls_context,
     ) -> None:
@@ -132,6 +134,7 @@ class PortalLink:
         self._on_state = on_state
         self._on_desired = on_desired
         self._on_round_trip = on_round_trip
+        self._on_command = on_command
         self._tls_context = tls_context
         self.backoff = (
             Backoff(settings.backoff_initial, settings.backoff_max, rand)
@@ -203,6 +206,11 @@ class PortalLink:
         """Health report (QoS 0); queued like events while the link is down."""
         payload = health_payload(next(self._health_seq), data)
         self.outbox.put(OutMessage(self.topics.health, payload, qos=0))
+        self._wake()
+
+    def publish_command_result(self, doc: dict[str, Any]) -> None:
+        """QoS 1 answer on ``command/result``; queued like an event."""
+        self.outbox.put(OutMessage(self.topics.command_result, dumps(doc), qos=1))
         self._wake()
 
     def publish_reported(self, doc: dict[str, Any]) -> None:
@@ -477,6 +485,8 @@ class PortalLink:
         # The portal keeps config/desired retained, so every (re)subscribe delivers the full
         # desired document: nothing pushed while we were offline is lost (AWS shadow lesson).
         client.subscribe(self.topics.desired, qos=1)
+        if self._on_command is not None:
+            client.subscribe(self.topics.command, qos=1)
         self._emit_state(LinkState(True, "connected"))
 
     def _cb_message(self, _client: mqtt.Client, _userdata: object, msg: Any) -> None:
@@ -484,6 +494,10 @@ class PortalLink:
             payload = bytes(msg.payload)
             callback = self._on_desired
             self._emit(lambda: callback(payload))
+        elif msg.topic == self.topics.command and self._on_command is not None:
+            payload = bytes(msg.payload)
+            on_command = self._on_command
+            self._emit(lambda: on_command(payload))
 
     def _cb_publish(self, _client: mqtt.Client, _userdata: object, mid: int, *rest: Any) -> None:
         # paho 2.x passes the PUBACK reason code; >= 0x80 (e.g. not authorized) is a failure.

@@ -17,6 +17,7 @@ from energyhubd import __version__
 from energyhubd.inventory.events import Event, EventStream
 from energyhubd.loop import EventLoop, Timer
 from energyhubd.outbound.sntp import kernel_clock_synchronised
+from energyhubd.portal.command import CommandError, command_id, parse_command
 from energyhubd.portal.controller import PushController
 from energyhubd.portal.health import build_health, significant
 from energyhubd.portal.link import LinkState, PortalLink
@@ -52,6 +53,7 @@ class PortalRunner:
         validate: Validate,
         status: Callable[[], dict[str, Any]],
         on_change: Callable[[], None] = lambda: None,
+        command: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -60,6 +62,7 @@ class PortalRunner:
         self._last_reported: tuple[Any, ...] | None = None
         self.status = status
         self.on_change = on_change  # the daemon republishes its status snapshot
+        self.command = command  # runs a portal command on the loop; raises on refusal
         self.store = ConfigStore(str(Path(state_dir) / "portal"))
         self.connected_since: float | None = None
         self.reconnects = 0
@@ -90,6 +93,7 @@ class PortalRunner:
             on_state=self._on_state,
             on_desired=self._on_desired,
             on_round_trip=self._on_round_trip,
+            on_command=self._on_command if command is not None else None,
         )
         self._unsubscribe = events.subscribe(self._on_event)
 
@@ -149,6 +153,29 @@ class PortalRunner:
     def _on_round_trip(self, token: int) -> None:
         self.controller.on_round_trip(token)
         self._ensure_ticking()
+        self.on_change()
+
+    def _on_command(self, payload: bytes) -> None:
+        """Run one portal command and answer on ``command/result`` (never raises)."""
+        if self.command is None or self.link is None:
+            return
+        try:
+            command = parse_command(payload)
+        except CommandError as exc:
+            log.warning("portal command refused: %s", exc)
+            self.link.publish_command_result(
+                {"id": command_id(payload), "ok": False, "error": str(exc)}
+            )
+            return
+        try:
+            result = self.command(command.method, command.args)
+        except Exception as exc:  # the refusal, whatever raised it, goes back to the portal
+            log.warning("portal command %s refused: %s", command.method, exc)
+            answer: dict[str, Any] = {"id": command.id, "ok": False, "error": str(exc)}
+        else:
+            log.info("portal command %s done", command.method)
+            answer = {"id": command.id, "ok": True, "result": result}
+        self.link.publish_command_result(answer)
         self.on_change()
 
     def _on_event(self, event: Event) -> None:

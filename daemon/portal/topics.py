@@ -44,6 +44,14 @@ class Topics:
         return self._t("config/reported")
 
     @property
+    def command(self) -> str:
+        return self._t("command")
+
+    @property
+    def command_result(self) -> str:
+        return self._t("command/result")
+
+    @property
     def ping(self) -> str:
         return self._t("link/ping")
 
