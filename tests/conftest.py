@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from energyhubd.lab import netns
+from energyhubd.lab.internet import MiniLab
 from energyhubd.lab.site import Site
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +56,20 @@ def lab() -> Iterator[Site]:
         yield site
     finally:
         site.down()
+
+
+@pytest.fixture(scope="module")
+def minilab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniLab]:
+    """The small outbound topology with the lab internet (one per test module)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    prefix = unique("ehT")
+    mini = MiniLab(prefix, tmp_path_factory.mktemp(prefix))
+    try:
+        mini.up()
+        yield mini
+    finally:
+        mini.down()
 
 
 def run_in(ns_name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ write it; ``dns.fallback`` is the lab's DNS. Everything lives in the lab's names
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
 import threading
@@ -24,31 +23,16 @@ import pytest
 from energyhubd.control.client import ControlError, call
 from energyhubd.lab import internet, netns
 from energyhubd.lab.internet import MiniLab, connect_in, diagnose_in, tcp_connect_in
+from energyhubd.outbound.diagnose import FLOWS
 
 pytestmark = pytest.mark.netns
 
-ALL_FLOWS = {
-    "dns",
-    "dns_fallback",
-    "ntp",
-    "clock",
-    "mqtt_tls",
-    "mqtt_plain",
-    "gateway",
-    "update_http",
-    "update_https",
-}
+ALL_FLOWS = FLOWS
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniLab]:
-    prefix = f"ehTo{secrets.token_hex(2)}"
-    mini = MiniLab(prefix, tmp_path_factory.mktemp(prefix))
-    try:
-        mini.up()
-        yield mini
-    finally:
-        mini.down()
+def lab(minilab: MiniLab) -> MiniLab:
+    return minilab
 
 
 @dataclass

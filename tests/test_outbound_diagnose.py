@@ -8,7 +8,6 @@ switches block one flow at a time or put a TLS-inspecting proxy in the path.
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,33 +17,18 @@ import pytest
 
 from energyhubd.lab import internet, netns
 from energyhubd.lab.internet import MiniLab, diagnose_in
+from energyhubd.outbound.diagnose import FLOWS
 
 pytestmark = pytest.mark.netns
 
 DNS = [internet.CUSTOMER_RESOLVER]
 FALLBACK = [internet.DNS_IP]
-ALL_FLOWS = {
-    "dns",
-    "dns_fallback",
-    "ntp",
-    "clock",
-    "mqtt_tls",
-    "mqtt_plain",
-    "gateway",
-    "update_http",
-    "update_https",
-}
+ALL_FLOWS = FLOWS
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniLab]:
-    prefix = f"ehTd{secrets.token_hex(2)}"
-    mini = MiniLab(prefix, tmp_path_factory.mktemp(prefix))
-    try:
-        mini.up()
-        yield mini
-    finally:
-        mini.down()
+def lab(minilab: MiniLab) -> MiniLab:
+    return minilab
 
 
 @pytest.fixture

@@ -314,15 +314,7 @@ def _wait_tcp(ns: str, host: str, port: int, what: str, timeout: float = 10) -> 
         "except OSError:\n"
         "    sys.exit(1)\n"
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc = subprocess.run(
-            netns.ns_cmd(ns, [sys.executable, "-c", script]), capture_output=True, timeout=10
-        )
-        if proc.returncode == 0:
-            return
-        time.sleep(0.1)
-    raise LabError(f"{what} did not start listening on {host}:{port}")
+    _wait_script(ns, script, timeout, 0.1, f"{what} did not start listening on {host}:{port}")
 
 
 def _wait_udp_ntp(ns: str, host: str, timeout: float = 10) -> None:
@@ -332,6 +324,11 @@ def _wait_udp_ntp(ns: str, host: str, timeout: float = 10) -> None:
         f"s.connect(({host!r},123)); s.send(bytes([0x23])+bytes(47))\n"
         "try:\n    s.recv(512)\nexcept OSError:\n    sys.exit(1)\n"
     )
+    _wait_script(ns, script, timeout, 0.2, f"the lab NTP server on {host} does not answer")
+
+
+def _wait_script(ns: str, script: str, timeout: float, pause: float, failure: str) -> None:
+    """Run a small probe in ``ns`` until it exits 0: a service has come up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         proc = subprocess.run(
@@ -339,8 +336,8 @@ def _wait_udp_ntp(ns: str, host: str, timeout: float = 10) -> None:
         )
         if proc.returncode == 0:
             return
-        time.sleep(0.2)
-    raise LabError(f"the lab NTP server on {host} does not answer")
+        time.sleep(pause)
+    raise LabError(failure)
 
 
 def add_internet(

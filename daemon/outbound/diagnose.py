@@ -24,6 +24,20 @@ from typing import Any
 from . import certinfo, dnswire, sntp
 from .settings import OutboundSettings
 
+# Every row a run produces, one per flow the network document requires (see docs/outbound.md).
+FLOWS = frozenset(
+    {
+        "dns",
+        "dns_fallback",
+        "ntp",
+        "clock",
+        "mqtt_tls",
+        "mqtt_plain",
+        "gateway",
+        "update_http",
+        "update_https",
+    }
+)
 CLOCK_TOLERANCE = 1.0  # seconds; the portal shows data wrongly well beyond this
 TLS_MIN = ssl.TLSVersion.TLSv1_2
 

@@ -27,6 +27,9 @@ from typing import Any
 from energyhubd.config.model import Config
 from energyhubd.outbound.settings import OutboundSettings
 from energyhubd.policy.nft import FAMILY, PRIO_FILTER, TABLE
+from energyhubd.policy.nftexpr import match as _match
+from energyhubd.policy.nftexpr import meta as _meta
+from energyhubd.policy.nftexpr import payload as _payload
 
 Json = dict[str, Any]
 
@@ -59,18 +62,6 @@ class EgressPlan:
     # NTP client resolves itself; pinning them to our own resolution would break time sync.
     ntp_addresses: tuple[str, ...] | None = None
     broker_ttl: int = DEFAULT_BROKER_TTL
-
-
-def _meta(key: str) -> Json:
-    return {"meta": {"key": key}}
-
-
-def _payload(protocol: str, field: str) -> Json:
-    return {"payload": {"protocol": protocol, "field": field}}
-
-
-def _match(left: Json, right: Any, op: str = "==") -> Json:
-    return {"match": {"op": op, "left": left, "right": right}}
 
 
 def _one_or_set(values: Sequence[Any]) -> Any:

@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from energyhubd.config.model import Config, Forward
+from energyhubd.policy.nftexpr import match as _match
+from energyhubd.policy.nftexpr import meta as _meta
+from energyhubd.policy.nftexpr import payload as _payload
 
 if TYPE_CHECKING:
     from energyhubd.outbound.egress import EgressInputs
@@ -30,18 +33,6 @@ PRIO_SRCNAT = 90
 
 Json = dict[str, Any]
 Targets = Mapping[str, ipaddress.IPv4Address | None]
-
-
-def _meta(key: str) -> Json:
-    return {"meta": {"key": key}}
-
-
-def _payload(protocol: str, field: str) -> Json:
-    return {"payload": {"protocol": protocol, "field": field}}
-
-
-def _match(left: Json, right: Any, op: str = "==") -> Json:
-    return {"match": {"op": op, "left": left, "right": right}}
 
 
 def _set(values: list[Any]) -> Any:
