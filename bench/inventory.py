@@ -286,7 +286,7 @@ def bench_wakeups(site: Site, window: float) -> dict[str, Any]:
         logged = handle.read().decode(errors="replace").splitlines()
     kernel = [line for line in kernel_log.read_text(errors="replace").splitlines() if line]
     neigh = [line for line in kernel if line.split()[-1] in NUD_WORDS]
-    threads = []
+    threads: list[dict[str, Any]] = []
     for tid in sorted(set(before) | set(after)):
         name = names.get(tid) or thread_name(pid, tid, site.socket)
         grown = after.get(tid, before.get(tid, 0)) - before.get(tid, 0)
