@@ -400,3 +400,23 @@ def test_event_invariants_hold_for_any_history(steps: list[tuple[str, object]]) 
             if mac not in present:
                 assert registry.address_of(mac) is None
         json.dumps(registry.summary())
+
+
+def test_joining_unit_seen_before_its_lease_is_not_announced_as_unknown() -> None:
+    """dnsmasq's offer puts the MAC in the neighbour table ~40 ms before the lease is read."""
+    registry, _full = site()
+    mac, ip = "02:00:5e:30:00:21", "192.168.254.221"
+    assert registry.apply_neighbour(NeighbourUpdate(ip, mac, "reachable"), T0) == []
+    events = registry.apply_leases(snap(lease(mac, ip, "EnergyHub-4")), T0 + 0.05)
+    assert kinds(events) == ["device_joined"]
+    assert events[0].data["role"] == "unit"
+
+
+def test_static_address_squatting_in_the_pool_is_unknown_after_the_grace() -> None:
+    registry, _full = site()
+    ip = "192.168.254.230"
+    assert registry.apply_neighbour(NeighbourUpdate(ip, STRANGER, "reachable"), T0) == []
+    assert registry.expire(T0 + 1) == []
+    events = registry.expire(T0 + 6)
+    assert kinds(events) == ["device_joined", "unknown_device"]
+    assert events[1].data["mac"] == STRANGER

@@ -50,6 +50,11 @@ MAX_UNKNOWN_REMEMBERED = 65536
 MAX_LISTED_UNKNOWN = 20
 CONFLICT_REPEAT_S = 3600.0
 PROBE_QUIET_S = 120.0
+# dnsmasq's DHCPOFFER puts the client into the neighbour table some 40 ms before the lease
+# (and with it the host name that classifies a unit) is in the lease file. A pool address
+# seen without a lease is given this long to get one before it counts as a device, so a
+# joining unit is not first announced as an unknown device.
+LEASE_GRACE_S = 5.0
 _ROLE_ORDER = {ROLE_DISPLAY: 0, ROLE_UNIT: 1, ROLE_UNKNOWN: 2}
 
 
@@ -317,6 +322,13 @@ class DeviceRegistry:
             return None
         return ip
 
+    def _awaiting_lease(self, device: _Device, now: float) -> bool:
+        """Seen in the pool, not leased yet, and only just: most likely mid-DHCP."""
+        if device.present or device.lease_active(now):
+            return False
+        ip = device.address(now)
+        return ip is not None and self._in_pool(ip) and now - device.first_seen < LEASE_GRACE_S
+
     def _in_pool(self, ip: str) -> bool:
         return self._pool is not None and self._pool[0] <= _ip_key(ip) <= self._pool[1]
 
@@ -446,6 +458,8 @@ class DeviceRegistry:
         """Compare every device with what was last reported and emit the differences."""
         events: list[Event] = []
         for mac, device in self._devices.items():
+            if self._awaiting_lease(device, now):
+                continue  # judged at the next update once its lease is read (or grace ends)
             present = device.is_present(now)
             view = device.view(now) if present else None
             was_present, old_view = device.present, device.shown

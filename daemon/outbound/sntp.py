@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -121,6 +122,12 @@ class _Timex(ctypes.Structure):
 TIME_ERROR = 5
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    """Loaded once: ``find_library`` runs ``ldconfig -p`` (a child process) on every call."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
 def kernel_clock_synchronised() -> bool | None:
     """What the kernel says (adjtimex, read-only): True/False, or None when unknown.
 
@@ -128,7 +135,7 @@ def kernel_clock_synchronised() -> bool | None:
     state other than TIME_ERROR. modes=0 only reads, it never changes the clock.
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = _libc()
         tx = _Timex()
         state = libc.adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):

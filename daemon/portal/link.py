@@ -43,6 +43,9 @@ STOP_FLUSH_SECONDS = 2.0
 RECONNECT_TO_VERIFY = "reconnecting to verify a new configuration"
 
 
+IDLE_WAIT_MAX = 30.0  # seconds the link thread sleeps at most on a quiet connection
+
+
 @dataclass(frozen=True)
 class LinkState:
     """A connection change, delivered to the daemon through ``post``."""
@@ -405,7 +408,7 @@ class PortalLink:
             else:
                 fd = sock.fileno()
                 rlist, wlist, _ = select.select(
-                    [fd, self._wake_r], [fd] if client.want_write() else [], [], 1.0
+                    [fd, self._wake_r], [fd] if client.want_write() else [], [], self._idle_wait()
                 )
                 readable = fd in rlist
                 writable = fd in wlist
@@ -422,6 +425,19 @@ class PortalLink:
             rc = client.loop_misc()
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 return self._refused or f"keepalive: {mqtt.error_string(rc)}"
+
+    def _idle_wait(self) -> float:
+        """How long the link thread may sleep with nothing to read, write or send.
+
+        Everything the daemon hands over wakes it through the pipe, so the timeout only has
+        to serve paho's keepalive bookkeeping (``loop_misc``). A quarter of the keepalive
+        sends each PINGREQ at most that much late, well inside the broker's 1.5x allowance,
+        and lets a router sleep instead of waking every second. Before CONNACK and while
+        stopping it stays short, for the deadlines checked in ``_serve``.
+        """
+        if not self._session_ok or self._stop.is_set():
+            return 1.0
+        return min(IDLE_WAIT_MAX, max(1.0, self.settings.keepalive / 4))
 
     def _pump(self, client: mqtt.Client) -> None:
         """Send slots then the outbox, oldest first, at most MAX_INFLIGHT unacknowledged."""
