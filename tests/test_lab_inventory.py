@@ -12,7 +12,7 @@ import pytest
 
 from energyhubd.control.client import call
 from energyhubd.lab import checks, netns
-from energyhubd.lab.site import UNIT2_FORWARD_PORT, Client, Site
+from energyhubd.lab.site import UNIT2_FORWARD_PORT, UNIT_VENDOR_CLASS, Client, Site
 
 pytestmark = [pytest.mark.netns]
 
@@ -111,3 +111,19 @@ def test_forward_follows_a_device_whose_lease_moves(lab: Site) -> None:
     finally:
         if lab.address_of(lab.ns("unit2"), "eth0") is None:
             lab.start_dhcp_client(unit2)
+
+
+def test_unit_recognised_by_its_dhcp_vendor_class(lab: Site) -> None:
+    """Neither MAC nor host name says "unit": the vendor class dnsmasq reports does."""
+    newcomer = Client("vendorunit", "02:77:00:00:00:09", "box", UNIT_VENDOR_CLASS)
+    try:
+        lab.add_client(newcomer)
+        lab.wait_for(
+            lambda: any(d["mac"] == newcomer.mac for d in status(lab)["devices"]), 10, "not seen"
+        )
+        device = next(d for d in status(lab)["devices"] if d["mac"] == newcomer.mac)
+        assert device["role"] == "unit", device
+        assert not events(lab, "unknown_device", newcomer.mac)
+        assert status(lab)["inventory"]["units"]["online"] == 4
+    finally:
+        lab.remove_client(newcomer.name)

@@ -9,19 +9,25 @@ whose liveness is uncertain.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from energyhubd.config.model import Config
 from energyhubd.inventory.events import EventStream
 from energyhubd.inventory.leases import read_lease_file
 from energyhubd.inventory.registry import DeviceRegistry
+from energyhubd.inventory.sanitize import safe_text
 from energyhubd.inventory.settings import InventorySettings
-from energyhubd.kernel.dnsmasq import own_lease_file
+from energyhubd.kernel.dnsmasq import own_lease_file, vendor_class_dir
 from energyhubd.kernel.filewatch import FileWatch
 from energyhubd.kernel.neighbours import NeighbourWatcher
 from energyhubd.loop import EventLoop, Timer
+
+MAC_NAME = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 log = logging.getLogger("energyhubd.inventory")
 
@@ -102,7 +108,12 @@ class InventoryMonitor:
                 self.lease_file,
                 snapshot.rejected_count,
             )
-        self._publish(self.registry.apply_leases(snapshot, time.time()))
+        now = time.time()
+        events = []
+        for mac, vendor_class in read_vendor_classes(vendor_class_dir(self.lease_file)).items():
+            events += self.registry.apply_vendor_class(mac, vendor_class, now)
+        events += self.registry.apply_leases(snapshot, now)
+        self._publish(events)
         self.on_change()
 
     def _on_neighbours(self) -> None:
@@ -157,3 +168,32 @@ class InventoryMonitor:
         for source in (self.filewatch, self.neighbours):
             self.loop.remove_reader(source)
             source.close()
+
+
+MAX_VENDOR_FILES = 1024
+
+
+def read_vendor_classes(directory: Path) -> dict[str, str]:
+    """MAC -> DHCP vendor class left by the lease hook (client-chosen text: sanitised).
+
+    Only files named like a MAC are read, at most ``MAX_VENDOR_FILES``, each at most 256
+    bytes, so a flood of clients cannot make a lease read expensive.
+    """
+    found: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(directory))[:MAX_VENDOR_FILES]
+    except OSError:
+        return found
+    for name in names:
+        mac = name.lower()
+        if not MAC_NAME.match(mac):
+            continue
+        try:
+            with open(directory / name, "rb") as handle:
+                raw = handle.read(256)
+        except OSError:
+            continue
+        text = safe_text(raw)
+        if text:
+            found[mac] = text
+    return found

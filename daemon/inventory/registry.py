@@ -147,6 +147,8 @@ class DeviceRegistry:
         self._pool = _pool_range(pool)
         self._devices: dict[str, _Device] = {}
         self._unknown_reported: dict[str, None] = {}  # ordered set
+        # Vendor classes reported for MACs not seen yet (the hook can beat the lease read).
+        self._pending_vendor: dict[str, str] = {}
         # ip -> (mac, state, when), the kernel's view of the LAN
         self._neigh: dict[str, tuple[str, str, float]] = {}
         self._conflicts: dict[str, frozenset[str]] = {}  # ip -> macs, current
@@ -220,6 +222,12 @@ class DeviceRegistry:
         """Record a DHCP vendor class learnt elsewhere (dnsmasq hotplug script)."""
         device = self._devices.get(mac.lower())
         if device is None:
+            if vendor_class is not None:
+                self._pending_vendor[mac.lower()] = vendor_class
+                while len(self._pending_vendor) > MAX_DEVICES:
+                    self._pending_vendor.pop(next(iter(self._pending_vendor)))
+            return []
+        if device.vendor_class == vendor_class:
             return []
         device.vendor_class = vendor_class
         self._classify(device)
@@ -408,6 +416,7 @@ class DeviceRegistry:
         device = self._devices.get(mac)
         if device is None:
             device = _Device(mac=mac, first_seen=now, last_seen=now)
+            device.vendor_class = self._pending_vendor.pop(mac, None)
             self._devices[mac] = device
             self._classify(device)
         return device

@@ -44,6 +44,7 @@ MODBUS_PORT = 502
 UNIT2_FORWARD_PORT = 8502
 DEVICE_ID = "eh-lab"
 CONFIRM_WINDOW = 15
+UNIT_VENDOR_CLASS = "ferroamp-energyhub"  # what the lab's inventory accepts as a unit
 TUNNEL_REMOTE_PORT = 20022  # the gateway-side port of the router's reverse tunnel
 
 UDHCPC_SCRIPT = """#!/bin/sh
@@ -77,6 +78,7 @@ class Client:
     name: str
     mac: str
     hostname: str
+    vendor_class: str | None = None  # DHCP option 60, sent with ``udhcpc -V``
 
 
 @dataclass
@@ -226,7 +228,7 @@ class Site:
                     "allow_from": [SCADA_IP],
                 },
             ],
-            "inventory": {"expected_units": self.units},
+            "inventory": {"expected_units": self.units, "unit_vendor_classes": [UNIT_VENDOR_CLASS]},
             "dns": {"fallback": [CUSTOMER_GW]},
             "control": {"socket": self.socket},
             "portal": self.portal_settings(),
@@ -380,6 +382,8 @@ class Site:
 
     def start_dhcp_client(self, client: Client, request: str | None = None) -> None:
         cmd = self.udhcpc("eth0", client.hostname)
+        if client.vendor_class:
+            cmd += ["-V", client.vendor_class]
         if request:
             cmd += ["-r", request]
         self.spawn(self.ns(client.name), f"{client.name}-udhcpc", cmd)
