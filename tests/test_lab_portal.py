@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -203,3 +204,44 @@ def test_portal_command_opens_and_closes_the_support_tunnel(lab: Site) -> None:
     assert refused["ok"] is False and "cannot be called from the portal" in refused["error"]
     lab.command({"id": "c4", "method": "tunnel", "args": {"action": "open", "hours": "two"}})
     assert "argument 'hours' must be a number" in answer("c4", mark)["error"]
+
+
+def test_portal_replaces_ip_ranges_only_with_a_trustworthy_copy(lab: Site) -> None:
+    path = lab.internet_dir / "ip-ranges.json"
+    original = path.read_text()
+
+    def answer(ident: str, mark: int) -> dict[str, Any]:
+        result: dict[str, Any] = lab_portal.wait_for_message(
+            lab.portal_log,
+            "command/result",
+            lambda v: isinstance(v, dict) and v.get("id") == ident,
+            15,
+            after=mark,
+        )
+        return result
+
+    def document(*entries: tuple[str, str]) -> dict[str, Any]:
+        return {
+            "syncToken": "1800000000",
+            "createDate": "2026-11-26-00-00-00",
+            "prefixes": [
+                {"ip_prefix": p, "region": "eu-central-1", "service": s} for p, s in entries
+            ],
+        }
+
+    try:
+        mark = len(lab_portal.read_messages(lab.portal_log, "command/result"))
+        good = document(("203.0.113.30/32", "S3"), ("203.0.113.32/31", "S3"))
+        lab.command({"id": "r1", "method": "ip_ranges", "args": {"document": good}})
+        accepted = answer("r1", mark)
+        assert accepted["ok"] is True and accepted["result"]["s3_prefixes"] == 2, accepted
+        assert json.loads(path.read_text())["syncToken"] == "1800000000"
+
+        # Nothing for S3 in eu-central-1 (a truncated or wrong file): refused, file kept.
+        broken = document(("203.0.113.30/32", "EC2"))
+        lab.command({"id": "r2", "method": "ip_ranges", "args": {"document": broken}})
+        refused = answer("r2", mark)
+        assert refused["ok"] is False and "the previous set is kept" in refused["error"]
+        assert json.loads(path.read_text())["syncToken"] == "1800000000"
+    finally:
+        path.write_text(original)

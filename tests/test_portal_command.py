@@ -28,7 +28,7 @@ def test_tunnel_command_parsed() -> None:
         (b'{"args": {}}', "method: required"),
         (b"[1]", "must be a JSON object"),
         (b"\xff\xfe", "not JSON"),
-        (b"x" * 5000, "limit is 4096"),
+        (b"x" * 70000, "limit is 65536"),
     ],
 )
 def test_bad_commands_named(payload: bytes, needle: str) -> None:

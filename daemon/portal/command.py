@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_COMMAND_BYTES = 4096
-PORTAL_METHODS = ("tunnel", "diagnose")
+MAX_COMMAND_BYTES = 65536  # room for an S3 eu-central-1 extract of ip-ranges.json
+PORTAL_METHODS = ("tunnel", "diagnose", "ip_ranges")
 
 
 class CommandError(ValueError):
