@@ -169,7 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Intermixed: ``lab push --prefix P FILE`` puts the positional FILE after an option,
+    # which plain parse_args cannot give to the sub-command's second positional.
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "lab" and getattr(args, "file", 1) is None:
+        args.file, extra = extra[0], extra[1:]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logsetup.setup(args.verbose)
     try:
         code: int = args.func(args)

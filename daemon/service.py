@@ -367,7 +367,14 @@ class Daemon:
             self.dnsmasq = DnsmasqSupervisor(
                 config.state_dir, self.resolv_file, os.getpid(), loop=self.loop
             )
-        if self.dnsmasq.configure(build_plan(config)) and self.dnsmasq.pidfd is not None:
+        watched = self.dnsmasq.pidfd
+        if not self.dnsmasq.configure(build_plan(config)):
+            return
+        # Restarted for a changed plan: the old pidfd is closed and the new one may well get
+        # the same number, so the old registration has to go before the new one is added.
+        if watched is not None:
+            self.loop.remove_reader(watched)
+        if self.dnsmasq.pidfd is not None:
             self.loop.add_reader(self.dnsmasq.pidfd, self._on_dnsmasq_exit)
 
     def _sync_openwrt(self, config: Config) -> None:

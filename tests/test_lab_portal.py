@@ -245,3 +245,16 @@ def test_portal_replaces_ip_ranges_only_with_a_trustworthy_copy(lab: Site) -> No
         assert json.loads(path.read_text())["syncToken"] == "1800000000"
     finally:
         path.write_text(original)
+
+
+def test_push_that_changes_the_dhcp_plan_restarts_dnsmasq_and_stands(lab: Site) -> None:
+    """A new lease time means a new dnsmasq; the push must still apply and be confirmed."""
+    config = lab.router_config()
+    for lease_time, seconds in (("12h", 43200), ("24h", 86400)):  # and back, for later tests
+        version = checks._next_version(lab)
+        dhcp = {**config["lan"]["dhcp"], "lease_time": lease_time}
+        doc = lab_portal.desired_document(config, version, lan={**config["lan"], "dhcp": dhcp})
+        reported = checks._push_and_wait(lab, doc, "applied", 40)
+        assert reported["applied_version"] == version
+        lan = status(lab)["lan"]["dhcp"]
+        assert lan["lease_time_s"] == seconds and lan["server"]["running"] is True
