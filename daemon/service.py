@@ -236,7 +236,11 @@ class Daemon:
                     },
                 )
             )
-        self._configure_dhcp(config)
+        try:
+            self._configure_dhcp(config)
+        except OSError as exc:  # the firewall stands; the DHCP server is reported, not fatal
+            log.error("DHCP server not configured: %s", exc)
+            self.policy["warnings"] = [*outcome.warnings, f"DHCP server: {exc}"]
         self._configure_inventory(config)
         self.outbound.configure(config)
         self.publish()
