@@ -42,6 +42,18 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def answer(site: Site, ident: str, mark: int) -> dict[str, Any]:
+    """The portal's view: the device's answer to command ``ident`` (recorded after ``mark``)."""
+    result: dict[str, Any] = lab_portal.wait_for_message(
+        site.portal_log,
+        "command/result",
+        lambda v: isinstance(v, dict) and v.get("id") == ident,
+        15,
+        after=mark,
+    )
+    return result
+
+
 def reported_count(site: Site) -> int:
     return len(lab_portal.read_messages(site.portal_log, "config/reported"))
 
@@ -175,50 +187,30 @@ def test_broker_acl_confines_a_device_to_its_own_topics(lab: Site) -> None:
 
 
 def test_portal_command_opens_and_closes_the_support_tunnel(lab: Site) -> None:
-    def answer(ident: str, mark: int) -> dict[str, Any]:
-        result: dict[str, Any] = lab_portal.wait_for_message(
-            lab.portal_log,
-            "command/result",
-            lambda v: isinstance(v, dict) and v.get("id") == ident,
-            15,
-            after=mark,
-        )
-        return result
-
     def gateway_side_open() -> bool:
         return internet.tcp_connect_in(lab.inet, "127.0.0.1", TUNNEL_REMOTE_PORT, 1)[0]
 
     mark = len(lab_portal.read_messages(lab.portal_log, "command/result"))
     lab.command({"id": "c1", "method": "tunnel", "args": {"action": "open", "hours": 1}})
-    opened = answer("c1", mark)
+    opened = answer(lab, "c1", mark)
     assert opened["ok"] is True, opened
     lab.wait_for(gateway_side_open, 20, "the tunnel does not reach the gateway")
     assert status(lab)["outbound"]["tunnel"]["state"] == "running"
 
     lab.command({"id": "c2", "method": "tunnel", "args": {"action": "close"}})
-    assert answer("c2", mark)["ok"] is True
+    assert answer(lab, "c2", mark)["ok"] is True
     lab.wait_for(lambda: not gateway_side_open(), 10, "the tunnel is still open")
 
     lab.command({"id": "c3", "method": "reload"})
-    refused = answer("c3", mark)
+    refused = answer(lab, "c3", mark)
     assert refused["ok"] is False and "cannot be called from the portal" in refused["error"]
     lab.command({"id": "c4", "method": "tunnel", "args": {"action": "open", "hours": "two"}})
-    assert "argument 'hours' must be a number" in answer("c4", mark)["error"]
+    assert "argument 'hours' must be a number" in answer(lab, "c4", mark)["error"]
 
 
 def test_portal_replaces_ip_ranges_only_with_a_trustworthy_copy(lab: Site) -> None:
     path = lab.internet_dir / "ip-ranges.json"
     original = path.read_text()
-
-    def answer(ident: str, mark: int) -> dict[str, Any]:
-        result: dict[str, Any] = lab_portal.wait_for_message(
-            lab.portal_log,
-            "command/result",
-            lambda v: isinstance(v, dict) and v.get("id") == ident,
-            15,
-            after=mark,
-        )
-        return result
 
     def document(*entries: tuple[str, str]) -> dict[str, Any]:
         return {
@@ -233,14 +225,14 @@ def test_portal_replaces_ip_ranges_only_with_a_trustworthy_copy(lab: Site) -> No
         mark = len(lab_portal.read_messages(lab.portal_log, "command/result"))
         good = document(("203.0.113.30/32", "S3"), ("203.0.113.32/31", "S3"))
         lab.command({"id": "r1", "method": "ip_ranges", "args": {"document": good}})
-        accepted = answer("r1", mark)
+        accepted = answer(lab, "r1", mark)
         assert accepted["ok"] is True and accepted["result"]["s3_prefixes"] == 2, accepted
         assert json.loads(path.read_text())["syncToken"] == "1800000000"
 
         # Nothing for S3 in eu-central-1 (a truncated or wrong file): refused, file kept.
         broken = document(("203.0.113.30/32", "EC2"))
         lab.command({"id": "r2", "method": "ip_ranges", "args": {"document": broken}})
-        refused = answer("r2", mark)
+        refused = answer(lab, "r2", mark)
         assert refused["ok"] is False and "the previous set is kept" in refused["error"]
         assert json.loads(path.read_text())["syncToken"] == "1800000000"
     finally:
