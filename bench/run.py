@@ -224,15 +224,8 @@ def start_daemon(ns: str, directory: Path) -> tuple[subprocess.Popen[bytes], flo
     sock = str(directory / "control.sock")
     cmd = [PYTHON, "-m", "energyhubd.cli", "run", "--config", str(config)]
     cmd += ["--pid-file", str(directory / "energyhubd.pid")]
-    with open(directory / "energyhubd.log", "ab") as log:
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            netns.ns_cmd(ns, cmd),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    started = time.perf_counter()
+    proc = netns.spawn_logged(ns, cmd, directory / "energyhubd.log")
     deadline = started + 20
     while time.perf_counter() < deadline:
         with contextlib.suppress(ControlError):

@@ -7,7 +7,6 @@ for the loop, so ``energyhubctl status`` answers even while a policy is being ap
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -19,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from energyhubd import __version__
-from energyhubd.config.atomic import write_if_changed
 from energyhubd.config.errors import ConfigError
 from energyhubd.config.load import load_file, parse_document
 from energyhubd.config.model import Config
 from energyhubd.control.methods import MethodError, MethodTable
-from energyhubd.control.status import build_method_table, render_running_config, tunnel_request
+from energyhubd.control.status import (
+    build_method_table,
+    render_running_config,
+    run_tunnel_request,
+)
 from energyhubd.inventory.events import Event, EventStream
 from energyhubd.inventory.monitor import InventoryMonitor, lease_file_for
 from energyhubd.kernel.dnsmasq import DnsmasqSupervisor
@@ -32,9 +34,7 @@ from energyhubd.kernel.netlink import Netlink
 from energyhubd.kernel.nftables_exec import NftError, NftExecutor
 from energyhubd.kernel.nlevents import LinkEvents, NftMonitor
 from energyhubd.loop import EventLoop, Timer
-from energyhubd.outbound import ipranges
 from energyhubd.outbound.service import OutboundService
-from energyhubd.outbound.settings import OutboundSettings
 from energyhubd.policy import nft
 from energyhubd.policy.apply import apply_policy
 from energyhubd.policy.dhcp import build_plan
@@ -459,45 +459,19 @@ class Daemon:
     def _portal_command(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
         """A portal command, on the loop: the same argument checks as the local API."""
         if method == "ip_ranges":
-            return self._update_ip_ranges(args)
+            unknown = sorted(set(args) - {"document"})
+            if unknown:
+                raise MethodError(
+                    f"ip_ranges: unknown argument {unknown[0]!r} (accepted: document)"
+                )
+            try:
+                return self.outbound.replace_ip_ranges(args.get("document"))
+            except ValueError as exc:
+                raise MethodError(f"ip_ranges: {exc}") from None
         clean = self.methods.check_args(self.methods.methods[method], args)
         if method == "diagnose":
             return {"run": self.outbound.request("portal")}  # the result goes out in health
-        action, hours = tunnel_request(clean)
-        try:
-            if action == "open":
-                return {"action": action, "tunnel": self.outbound.tunnel_open(hours)}
-            return {"action": action, "tunnel": self.outbound.tunnel_close()}
-        except (RuntimeError, ValueError) as exc:
-            raise MethodError(f"tunnel: {exc}") from None
-
-    def _update_ip_ranges(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The portal's copy of ip-ranges.json replaces the local one, if it can be trusted.
-
-        A document that does not parse or lists no S3 eu-central-1 prefix is refused and the
-        file (and the allowlist's set) stay as they were.
-        """
-        unknown = sorted(set(args) - {"document"})
-        if unknown:
-            raise MethodError(f"ip_ranges: unknown argument {unknown[0]!r} (accepted: document)")
-        document = args.get("document")
-        if not isinstance(document, dict):
-            raise MethodError("ip_ranges: argument 'document' must be the ip-ranges.json object")
-        data = (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
-        try:
-            prefixes = ipranges.parse_ip_ranges(data)
-        except ipranges.IpRangesError as exc:
-            raise MethodError(f"ip_ranges: {exc}; the previous set is kept") from None
-        outbound = self.config.outbound if self.config is not None else None
-        path = (outbound or OutboundSettings()).ip_ranges_file
-        try:
-            written = write_if_changed(path, data)
-        except OSError as exc:
-            raise MethodError(f"ip_ranges: cannot write {path}: {exc.strerror}") from None
-        self.outbound.refresh_egress("ip ranges from the portal")
-        log.info("ip-ranges.json from the portal: %d S3 prefixes, %s", len(prefixes),
-                 "written" if written else "unchanged")  # fmt: skip
-        return {"file": path, "s3_prefixes": len(prefixes), "written": written}
+        return run_tunnel_request(self.outbound, clean)
 
     def _startup_config(self, local: Config) -> Config:
         """A confirmed push newer than the local file (write-back failed) wins at start."""

@@ -15,6 +15,7 @@ from energyhubd.config.model import Config
 from energyhubd.control.methods import Method, MethodError, MethodTable
 
 if TYPE_CHECKING:
+    from energyhubd.outbound.service import OutboundService
     from energyhubd.service import Daemon
 
 SECRET_WORDS = ("key", "password", "secret", "token", "passphrase")
@@ -66,6 +67,20 @@ def tunnel_request(args: dict[str, Any]) -> tuple[str, float | None]:
     return action, float(hours)
 
 
+def run_tunnel_request(service: OutboundService, args: dict[str, Any]) -> dict[str, Any]:
+    """Open or close the support tunnel, on the event loop (the supervisor is the loop's).
+
+    Shared by the ``tunnel`` method and the portal's ``tunnel`` command, so both check and
+    refuse alike.
+    """
+    action, hours = tunnel_request(args)
+    try:
+        state = service.tunnel_open(hours) if action == "open" else service.tunnel_close()
+    except (RuntimeError, ValueError) as exc:
+        raise MethodError(f"tunnel: {exc}") from None
+    return {"action": action, "tunnel": state}
+
+
 def build_method_table(daemon: Daemon) -> MethodTable:
     def status(_args: dict[str, Any]) -> dict[str, Any]:
         return daemon.snapshot
@@ -107,18 +122,7 @@ def build_method_table(daemon: Daemon) -> MethodTable:
         return result.as_dict()
 
     def tunnel(args: dict[str, Any]) -> dict[str, Any]:
-        """Open or close the support tunnel on the loop (the supervisor is the loop's)."""
-        action, hours = tunnel_request(args)
-        service = daemon.outbound
-
-        def on_loop() -> dict[str, Any]:
-            try:
-                state = service.tunnel_open(hours) if action == "open" else service.tunnel_close()
-            except (RuntimeError, ValueError) as exc:
-                raise MethodError(f"tunnel: {exc}") from None
-            return {"action": action, "tunnel": state}
-
-        return daemon.call_on_loop(on_loop)
+        return daemon.call_on_loop(lambda: run_tunnel_request(daemon.outbound, args))
 
     return MethodTable(
         [

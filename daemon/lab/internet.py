@@ -262,14 +262,7 @@ class InternetServices:
 
     # -- life cycle --------------------------------------------------------------------
     def _spawn(self, ns: str, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
-        with open(self.dir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(
-                netns.ns_cmd(ns, cmd),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        proc = netns.spawn_logged(ns, cmd, self.dir / f"{name}.log")
         self.procs[name] = proc
         return proc
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 
 class LabError(Exception):
@@ -32,6 +33,21 @@ def ns_cmd(ns: str, cmd: Sequence[str]) -> list[str]:
 
 def ns_run(ns: str, cmd: Sequence[str], check: bool = True, timeout: float = 30) -> str:
     return run(ns_cmd(ns, cmd), check=check, timeout=timeout)
+
+
+def spawn_logged(
+    ns: str, cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in ``ns``, detached (own session), output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            ns_cmd(ns, cmd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
+        )
 
 
 def ip(ns: str, *args: str, check: bool = True) -> str:

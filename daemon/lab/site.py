@@ -451,17 +451,7 @@ class Site:
     def spawn(
         self, ns: str, name: str, cmd: list[str], env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115  (owned by the child)
-        full_env = {**os.environ, **(env or {})}
-        proc = subprocess.Popen(
-            netns.ns_cmd(ns, cmd),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=full_env,
-        )
-        log.close()
+        proc = netns.spawn_logged(ns, cmd, self.dir / f"{name}.log", env)
         (self.dir / f"{name}.pid").write_text(f"{proc.pid}\n")
         return proc
 

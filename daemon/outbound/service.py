@@ -25,6 +25,7 @@ Loopback entries (the router's own dnsmasq) are skipped: they are not the WAN's 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import threading
@@ -33,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from energyhubd.config.atomic import write_if_changed
 from energyhubd.config.model import Config
 from energyhubd.kernel.nftables_exec import NftError, NftExecutor
 from energyhubd.loop import EventLoop, Timer
@@ -677,6 +679,33 @@ class OutboundService:
             )
         if publish:
             self._publish()
+
+    def replace_ip_ranges(self, document: object) -> dict[str, Any]:
+        """A copy of ip-ranges.json (from the portal) replaces the local file, if trustworthy.
+
+        Checked exactly like the file itself; a document that does not parse or lists no S3
+        eu-central-1 prefix raises ValueError and file and allowlist set stay as they were.
+        Written atomically and only when it differs; the allowlist then re-learns its set.
+        """
+        if not isinstance(document, dict):
+            raise ValueError("argument 'document' must be the ip-ranges.json object")
+        data = (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+        try:
+            prefixes = ipranges.parse_ip_ranges(data)
+        except ipranges.IpRangesError as exc:
+            raise ValueError(f"{exc}; the previous set is kept") from None
+        path = self.settings.ip_ranges_file
+        try:
+            written = write_if_changed(path, data)
+        except OSError as exc:
+            raise ValueError(f"cannot write {path}: {exc.strerror}") from None
+        self.refresh_egress("ip ranges replaced")
+        log.info(
+            "ip-ranges.json replaced: %d S3 prefixes, %s",
+            len(prefixes),
+            "written" if written else "unchanged",
+        )
+        return {"file": path, "s3_prefixes": len(prefixes), "written": written}
 
     def tunnel_open(self, hours: float | None = None) -> dict[str, Any]:
         """Open the tunnel (on demand: until ``hours``, default ``expiry_hours``, from now)."""

@@ -193,12 +193,11 @@ class PortalRunner:
         state = doc.get("state")
         version = doc.get("pending_version") or doc.get("desired_version")
         key = (state, version, doc.get("applied_version"))
-        previous = self._last_reported
-        first, self._last_reported = self._last_reported is None, key
-        if first and state == "applied":
-            return  # the report every start sends: nothing happened
+        previous, self._last_reported = self._last_reported, key
         if key == previous or state not in STATE_EVENTS:
             return
+        if previous is None and state == "applied":
+            return  # the report every start sends: nothing happened
         kind, severity = STATE_EVENTS[state]
         data = {"version": version, "applied_version": doc.get("applied_version")}
         if doc.get("errors"):
