@@ -15,8 +15,8 @@ test: setup
 	sh scripts/test.sh
 
 lint: setup
-	$(VENV)/bin/ruff check daemon tests bench
-	$(VENV)/bin/ruff format --check daemon tests bench
+	$(VENV)/bin/ruff check daemon lab tests bench
+	$(VENV)/bin/ruff format --check daemon lab tests bench
 
 typecheck: setup
 	scripts/typecheck.sh

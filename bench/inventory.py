@@ -41,10 +41,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from energyhub_lab import netns
+from energyhub_lab.site import Site
 from energyhubd.control.client import ControlError, call
 from energyhubd.kernel.filewatch import FileWatch
-from energyhubd.lab import netns
-from energyhubd.lab.site import Site
 
 PYTHON = sys.executable
 TARGET_MS = 200.0

@@ -26,10 +26,10 @@ import sys
 import time
 from typing import Any
 
+from energyhub_lab import internet, netns
+from energyhub_lab import portal as lab_portal
+from energyhub_lab.site import DEVICE_ID, Site
 from energyhubd.control.client import call
-from energyhubd.lab import internet, netns
-from energyhubd.lab import portal as lab_portal
-from energyhubd.lab.site import DEVICE_ID, Site
 
 PYTHON = sys.executable
 DAY = 86400

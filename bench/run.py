@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from energyhub_lab import netns
 from energyhubd.control.client import ControlError, call
-from energyhubd.lab import netns
 
 HERE = Path(__file__).resolve()
 PYTHON = sys.executable

@@ -32,14 +32,14 @@ NFT_BINDING=/usr/lib/python3/dist-packages/nftables
 make_venv() {
     venv=$1; shift
     stamp="$venv/.setup-stamp"
-    want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $*"
+    want="$(cat pyproject.toml lab/pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $*"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
     echo "setup: building $venv"
     [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip >/dev/null
-    "$venv/bin/pip" install -q --disable-pip-version-check -e ".[test]" "$@"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e ".[test]" -e ./lab "$@"
     site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     rm -rf "$site/nftables"
     cp -r "$NFT_BINDING" "$site/nftables"

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from energyhubd.lab import netns
-from energyhubd.lab.internet import MiniLab
-from energyhubd.lab.site import Site
+from energyhub_lab import netns
+from energyhub_lab.internet import MiniLab
+from energyhub_lab.site import Site
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

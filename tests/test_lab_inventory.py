@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from energyhub_lab import checks, netns
+from energyhub_lab.site import UNIT2_FORWARD_PORT, UNIT_VENDOR_CLASS, Client, Site
 from energyhubd.control.client import call
-from energyhubd.lab import checks, netns
-from energyhubd.lab.site import UNIT2_FORWARD_PORT, UNIT_VENDOR_CLASS, Client, Site
 
 pytestmark = [pytest.mark.netns]
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from energyhub_lab import checks, internet, netns
+from energyhub_lab import portal as lab_portal
+from energyhub_lab.site import TUNNEL_REMOTE_PORT, Site
 from energyhubd.control.client import call
-from energyhubd.lab import checks, internet, netns
-from energyhubd.lab import portal as lab_portal
-from energyhubd.lab.site import TUNNEL_REMOTE_PORT, Site
 
 pytestmark = [pytest.mark.netns, pytest.mark.feed]
 

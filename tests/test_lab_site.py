@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from energyhub_lab import checks, netns
+from energyhub_lab.site import Site
 from energyhubd.control.client import ControlError, call
-from energyhubd.lab import checks, netns
-from energyhubd.lab.site import Site
 
 pytestmark = [pytest.mark.netns, pytest.mark.feed]
 

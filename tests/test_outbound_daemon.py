@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from energyhub_lab import internet, netns
+from energyhub_lab.internet import MiniLab, connect_in, diagnose_in, tcp_connect_in
 from energyhubd.control.client import ControlError, call
-from energyhubd.lab import internet, netns
-from energyhubd.lab.internet import MiniLab, connect_in, diagnose_in, tcp_connect_in
 from energyhubd.outbound.diagnose import FLOWS
 
 pytestmark = pytest.mark.netns

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from energyhubd.lab import internet, netns
-from energyhubd.lab.internet import MiniLab, diagnose_in
+from energyhub_lab import internet, netns
+from energyhub_lab.internet import MiniLab, diagnose_in
 from energyhubd.outbound.diagnose import FLOWS
 
 pytestmark = pytest.mark.netns

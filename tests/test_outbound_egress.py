@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from energyhub_lab import internet
+from energyhub_lab.internet import MiniLab, connect_in, diagnose_in, nft_in, tcp_connect_in
 from energyhubd.config.load import parse_document
-from energyhubd.lab import internet
-from energyhubd.lab.internet import MiniLab, connect_in, diagnose_in, nft_in, tcp_connect_in
 from energyhubd.outbound import egress
 from energyhubd.outbound.diagnose import FLOWS
 from energyhubd.outbound.ipranges import load_ip_ranges

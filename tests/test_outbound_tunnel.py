@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from energyhubd.lab import internet, netns
-from energyhubd.lab.internet import MiniLab, connect_in
+from energyhub_lab import internet, netns
+from energyhub_lab.internet import MiniLab, connect_in
 from energyhubd.outbound.settings import TunnelSettings
 from energyhubd.outbound.tunnel import (
     TunnelSupervisor,
@@ -82,7 +82,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniLab]:
     listener: subprocess.Popen[bytes] | None = None
     try:
         mini.up()
-        cmd = [sys.executable, "-m", "energyhubd.lab.probe", "serve", "--name", "router-ssh"]
+        cmd = [sys.executable, "-m", "energyhub_lab.probe", "serve", "--name", "router-ssh"]
         cmd += ["--host", "127.0.0.1", "--port", "22"]
         listener = subprocess.Popen(
             netns.ns_cmd(mini.router, cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from energyhubd.lab import netns
+from energyhub_lab import netns
 from tests.conftest import run_in
 from tests.policy_samples import SAMPLES
 

@@ -53,7 +53,7 @@ def connect(host: str, port: int, timeout: float, source: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="energyhubd.lab.probe")
+    parser = argparse.ArgumentParser(prog="energyhub_lab.probe")
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
     s.add_argument("--name", required=True)

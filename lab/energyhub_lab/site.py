@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from energyhub_lab import internet, netns
+from energyhub_lab import portal as lab_portal
+from energyhub_lab.netns import LabError
 from energyhubd.control.client import ControlError, call
-from energyhubd.lab import internet, netns
-from energyhubd.lab import portal as lab_portal
-from energyhubd.lab.netns import LabError
 
 LAB_ROOT = Path("/run/energyhubd-lab")
 CUSTOMER_GW = "198.51.100.1"
@@ -475,7 +475,7 @@ class Site:
         ]
 
     def probe_serve(self, name: str, ports: tuple[int, ...]) -> list[str]:
-        cmd = [self.python, "-m", "energyhubd.lab.probe", "serve", "--name", name]
+        cmd = [self.python, "-m", "energyhub_lab.probe", "serve", "--name", name]
         for port in ports:
             cmd += ["--port", str(port)]
         return cmd
@@ -489,7 +489,7 @@ class Site:
                 [
                     self.python,
                     "-m",
-                    "energyhubd.lab.probe",
+                    "energyhub_lab.probe",
                     "connect",
                     host,
                     str(port),

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from energyhubd.lab import portal as lab_portal
-from energyhubd.lab.netns import LabError
-from energyhubd.lab.site import CONFIRM_WINDOW, Site
+from energyhub_lab import portal as lab_portal
+from energyhub_lab.netns import LabError
+from energyhub_lab.site import CONFIRM_WINDOW, Site
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prefix", default="eh", help="namespace name prefix (default eh)")
     parser.add_argument("--keep", action="store_true", help="check: leave the site running")
+
+
+def run(argv: list[str]) -> int:
+    """``energyhubd lab ARGS`` (dispatched here by the daemon's CLI in a development install)."""
+    from energyhubd import logsetup
+
+    parser = argparse.ArgumentParser(prog="energyhubd lab", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_arguments(parser)
+    # Intermixed: ``lab push --prefix P FILE`` puts the positional FILE after an option,
+    # which plain parse_args cannot give to the second positional.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.file is None:
+        args.file, extra = extra[0], extra[1:]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logsetup.setup(args.verbose)
+    return main(args)
 
 
 def _progress(message: str) -> None:
@@ -53,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
             return 1
         print(_how_to_look(site))
         return 0
-    from energyhubd.lab.checks import render, run_checks
+    from energyhub_lab.checks import render, run_checks
 
     if site.namespaces():
         site.down()  # a leftover from a crashed run
@@ -110,7 +128,7 @@ def _how_to_look(site: Site) -> str:
             f"lab {site.prefix} is up (state in {site.dir})",
             f"  {venv_bin}/energyhubctl --socket {site.socket} status",
             f"  ip netns exec {site.router} nft list table inet energyhub",
-            f"  ip netns exec {site.ns('scada')} {site.python} -m energyhubd.lab.probe connect "
+            f"  ip netns exec {site.ns('scada')} {site.python} -m energyhub_lab.probe connect "
             f"<router WAN address> 502",
             f"  ip netns exec {site.ns('display')} ip addr show eth0",
             f"  energyhubd lab push --prefix {site.prefix} FILE   (as the portal would)",
@@ -119,3 +137,7 @@ def _how_to_look(site: Site) -> str:
             f"  energyhubd lab down --prefix {site.prefix}",
         ]
     )
+
+
+def entry() -> int:
+    return run(sys.argv[1:])

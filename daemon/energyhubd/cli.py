@@ -120,12 +120,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_lab(args: argparse.Namespace) -> int:
-    from energyhubd.lab import cli as lab_cli
-
-    return lab_cli.main(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="energyhubd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"energyhubd {__version__}")
@@ -159,23 +153,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="upstream DNS servers written by the WAN DHCP client (linux)",
     )
     run.set_defaults(func=cmd_run)
-    lab = sub.add_parser("lab", help="a whole EnergyHub site in network namespaces")
-    from energyhubd.lab import cli as lab_cli
-
-    lab_cli.add_arguments(lab)
-    lab.set_defaults(func=cmd_lab)
+    sub.add_parser(
+        "lab", help="development installs only: a whole EnergyHub site in network namespaces"
+    )
     return parser
 
 
+def run_lab(argv: list[str]) -> int:
+    """``energyhubd lab …`` belongs to the development install (package ``energyhub_lab``).
+
+    The router package does not contain the lab, so it is found only when asked for: the
+    daemon's start never imports it.
+    """
+    try:
+        from energyhub_lab import cli as lab_cli
+    except ImportError:
+        print(
+            "energyhubd lab: the lab is a development tool and is not installed here "
+            "(make setup installs it from lab/)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    code: int = lab_cli.run(argv)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lab"]:
+        return run_lab(argv[1:])
     parser = build_parser()
-    # Intermixed: ``lab push --prefix P FILE`` puts the positional FILE after an option,
-    # which plain parse_args cannot give to the sub-command's second positional.
-    args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "command", None) == "lab" and getattr(args, "file", 1) is None:
-        args.file, extra = extra[0], extra[1:]
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     logsetup.setup(args.verbose)
     try:
         code: int = args.func(args)

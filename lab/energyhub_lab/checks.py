@@ -12,10 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from energyhubd.control.client import call
-from energyhubd.lab import netns
-from energyhubd.lab import portal as lab_portal
-from energyhubd.lab.site import (
+from energyhub_lab import netns
+from energyhub_lab import portal as lab_portal
+from energyhub_lab.site import (
     CONFIRM_WINDOW,
     CUSTOMER_SERVICE_PORT,
     GUEST_IP,
@@ -25,6 +24,7 @@ from energyhubd.lab.site import (
     Client,
     Site,
 )
+from energyhubd.control.client import call
 
 
 @dataclass(frozen=True)

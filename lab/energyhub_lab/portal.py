@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from energyhubd.lab import internet, netns
-from energyhubd.lab.netns import LabError
+from energyhub_lab import internet, netns
+from energyhub_lab.netns import LabError
 
 RECORDER = "portal-recorder"
 LOCAL_ONLY_KEYS = ("platform", "state_dir", "control", "portal")

@@ -17,7 +17,7 @@ names) with these lab addresses; nothing here has a route to the real internet. 
 come from a lab CA made with ``openssl`` in the lab directory; ``intercept(flow)`` DNATs the
 flow in the customer namespace to a TLS proxy that presents a certificate from another CA, as
 an inspecting firewall would. Everything lives under ``dir`` and in the inet namespace;
-``close()`` removes it. ``python -m energyhubd.lab.internet`` runs the Python servers.
+``close()`` removes it. ``python -m energyhub_lab.internet`` runs the Python servers.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from energyhubd.lab import netns
-from energyhubd.lab.netns import LabError
+from energyhub_lab import netns
+from energyhub_lab.netns import LabError
 
 INET_GW = "203.0.113.1"
 DNS_IP = "203.0.113.53"
@@ -177,7 +177,7 @@ class InternetServices:
                 self.cust_ns,
                 name,
                 [
-                    self.python, "-m", "energyhubd.lab.internet", "tls-proxy",
+                    self.python, "-m", "energyhub_lab.internet", "tls-proxy",
                     "--listen", f"{INET_GW}:{PROXY_PORTS[flow]}",
                     "--upstream", f"{dest}:{port}", "--cert", str(cert), "--key", str(key),
                 ],
@@ -468,12 +468,12 @@ def _start_all(svc: InternetServices, root: Path, leaf: tuple[Path, Path]) -> No
         inet,
         "s3",
         [
-            svc.python, "-m", "energyhubd.lab.internet", "s3", "--address", S3_IP,
+            svc.python, "-m", "energyhub_lab.internet", "s3", "--address", S3_IP,
             "--cert", str(leaf[0]), "--key", str(leaf[1]),
         ],
     )  # fmt: skip
     # Any other internet host.
-    other_cmd = [svc.python, "-m", "energyhubd.lab.probe", "serve", "--name", "internet-other"]
+    other_cmd = [svc.python, "-m", "energyhub_lab.probe", "serve", "--name", "internet-other"]
     other_cmd += ["--host", OTHER_IP]
     for port in OTHER_PORTS:
         other_cmd += ["--port", str(port)]
@@ -567,7 +567,7 @@ def serve_tls_proxy(listen: str, upstream: str, cert: str, key: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="energyhubd.lab.internet")
+    parser = argparse.ArgumentParser(prog="energyhub_lab.internet")
     sub = parser.add_subparsers(dest="cmd", required=True)
     s3 = sub.add_parser("s3")
     s3.add_argument("--address", required=True)
@@ -708,8 +708,8 @@ def nft_in(ns: str, doc: dict[str, Any] | str, python: str = sys.executable) -> 
 
 
 def connect_in(ns: str, host: str, port: int, timeout: float = 1.5) -> tuple[bool, str]:
-    """One TCP probe from ``ns`` (``energyhubd.lab.probe connect``)."""
-    cmd = [sys.executable, "-m", "energyhubd.lab.probe", "connect", host, str(port)]
+    """One TCP probe from ``ns`` (``energyhub_lab.probe connect``)."""
+    cmd = [sys.executable, "-m", "energyhub_lab.probe", "connect", host, str(port)]
     cmd += ["--timeout", str(timeout)]
     proc = subprocess.run(netns.ns_cmd(ns, cmd), capture_output=True, text=True, timeout=30)
     return proc.returncode == 0, (proc.stdout.strip() or proc.stderr.strip())
