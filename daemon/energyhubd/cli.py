@@ -76,15 +76,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from energyhubd.inventory.monitor import lease_addresses, lease_file_for
+    from energyhubd.kernel.apply import apply_policy
     from energyhubd.kernel.netlink import Netlink
-    from energyhubd.kernel.nftables_exec import NftError, NftExecutor
-    from energyhubd.policy.apply import apply_policy
+    from energyhubd.kernel.table import NftError, Table
+    from energyhubd.policy import nft
 
     config = _load(args.config)
     # Forwards that follow a device resolve from the current leases, as the daemon does.
     live = lease_addresses(lease_file_for(config))
+    ruleset = nft.compile_ruleset(config, nft.resolve_targets(config, live))
     try:
-        outcome = apply_policy(config, NftExecutor(), Netlink(), live)
+        outcome = apply_policy(config, ruleset, Table(), Netlink())
     except NftError as exc:
         print(f"energyhubd: nftables refused the policy, nothing changed: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -94,15 +96,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_flush(_args: argparse.Namespace) -> int:
-    from energyhubd.kernel.nftables_exec import NftExecutor
+    from energyhubd.kernel.table import Table
 
-    NftExecutor().delete()
+    Table().delete()
     print("table inet energyhub removed")
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from energyhubd.kernel.nftables_exec import NftError
+    from energyhubd.kernel.table import NftError
     from energyhubd.service import Daemon
 
     config_path = args.config or paths.default_config_path()

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -152,14 +152,17 @@ class InventoryMonitor:
             self.events.publish_all(events)
 
     # -- answers ------------------------------------------------------------------------
-    def live_addresses(self) -> dict[str, str]:
-        """MAC -> current address of every device that is present."""
-        result = {}
-        for device in self.registry.devices():
-            ip = self.registry.address_of(device["mac"])
-            if ip:
-                result[device["mac"]] = ip
-        return result
+    def live_addresses(self) -> Mapping[str, str]:
+        """MAC -> current address of every device that is present (a lazy view)."""
+        return self.registry.live_addresses()
+
+    def status(self) -> dict[str, Any]:
+        """The ``inventory`` part of status."""
+        return {
+            **self.registry.summary(),
+            "lease_file": self.lease_file,
+            "lease_reads": self.lease_reads,
+        }
 
     def close(self) -> None:
         for timer in (self._lease_timer, self._maintenance):

@@ -35,7 +35,7 @@ Definitions
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -340,6 +340,11 @@ class DeviceRegistry:
     def _in_pool(self, ip: str) -> bool:
         return self._pool is not None and self._pool[0] <= _ip_key(ip) <= self._pool[1]
 
+    def live_addresses(self) -> Mapping[str, str]:
+        """MAC -> ``address_of`` for present devices, as a lazy view: forwards that follow a
+        device look up only their own MACs, so a lease event costs no pass over every device."""
+        return _LiveAddresses(self)
+
     def address_of_reservation(self, name: str) -> str | None:
         """Like ``address_of`` for the present device matching reservation ``name``."""
         for device in self._devices.values():
@@ -603,3 +608,24 @@ def _later(a: int, b: int) -> bool:
 
 def _ip_key(ip: str | None) -> int:
     return int(ipaddress.IPv4Address(ip)) if ip else 1 << 33
+
+
+class _LiveAddresses(Mapping[str, str]):
+    """Read-only view of ``Registry.address_of``; a MAC without a usable address is absent."""
+
+    def __init__(self, registry: DeviceRegistry) -> None:
+        self._registry = registry
+
+    def __getitem__(self, mac: str) -> str:
+        ip = self._registry.address_of(mac)
+        if ip is None:
+            raise KeyError(mac)
+        return ip
+
+    def __iter__(self) -> Iterator[str]:
+        for mac in list(self._registry._devices):
+            if self._registry.address_of(mac) is not None:
+                yield mac
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
