@@ -10,20 +10,19 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-from energyhubd import __version__
+from energyhubd import __version__, paths
 from energyhubd.config.errors import ConfigError
 from energyhubd.config.model import Config
-from energyhubd.control import snapshot
+from energyhubd.control import snapshot, transports
 from energyhubd.control.methods import MethodError
 from energyhubd.control.status import build_method_table, portal_command, render_running_config
 from energyhubd.inventory.events import Event, EventStream
-from energyhubd.inventory.monitor import InventoryMonitor, lease_file_for
+from energyhubd.inventory import monitor as inventory_monitor
+from energyhubd.inventory.monitor import InventoryMonitor
 from energyhubd.kernel.apply import apply_policy
 from energyhubd.kernel.dhcp_server import DhcpServer
 from energyhubd.kernel.netlink import Netlink
@@ -32,6 +31,7 @@ from energyhubd.kernel.table import NftError, Table
 from energyhubd.loop import EventLoop, Timer
 from energyhubd.outbound.service import OutboundService
 from energyhubd.policy import nft
+from energyhubd.portal import runner
 from energyhubd.portal.local import LocalConfig
 from energyhubd.portal.runner import PortalRunner
 
@@ -63,7 +63,7 @@ class Daemon:
         self.portal: PortalRunner | None = None
         self.snapshot: dict[str, Any] = {}
         self.methods = build_method_table(self)
-        self._closers: list[Callable[[], None]] = []
+        self._closers: list[Callable[[], object]] = []
         self._timers: dict[str, Timer | None] = {"drift": None, "links": None}
 
     # -- start and stop ---------------------------------------------------------------------
@@ -71,40 +71,25 @@ class Daemon:
         """Apply the configuration and begin serving. Raises ConfigError/NftError on failure."""
         config = self.local.config = self.local.load()
         if self.pid_file:
-            Path(self.pid_file).parent.mkdir(parents=True, exist_ok=True)
-            Path(self.pid_file).write_text(f"{os.getpid()}\n")
+            paths.write_pid_file(self.pid_file)
         self.loop.on_signal(signal.SIGTERM, self.stop)
         self.loop.on_signal(signal.SIGINT, self.stop)
-        self.loop.on_signal(signal.SIGHUP, lambda: None if self.reload("SIGHUP") else None)
+        self.loop.on_signal(signal.SIGHUP, self._on_sighup)
         self.loop.on_signal(signal.SIGUSR1, self.leases_changed)
         self._watch(NftMonitor(), "drift", DRIFT_DEBOUNCE, self._verify_table)
         self._watch(LinkEvents(), "links", LINK_DEBOUNCE, self._links_changed)
         # Leases first: after a restart, forwards that follow a device open with the first
         # apply; the portal first: a push left unconfirmed by a crash is rolled back instead.
         self._configure_inventory(config)
-        self._configure_portal(config, start=False)
+        self.portal = runner.follow(None, self.loop, config, self.events, self, start=False)
         if self.portal is None or not self.portal.recover():
             last_good = self.portal.store.load_last_good() if self.portal else None
             self.reconcile(self.local.startup(config, last_good), "start")
-        from energyhubd.control.socket_server import ControlServer
-
-        servers: list[Any] = [ControlServer(config.control_socket, self.methods)]
-        from energyhubd.control import ubus_transport
-
-        if config.platform == "openwrt" and ubus_transport.available():
-            servers.append(ubus_transport.UbusTransport(self.methods))  # after on_signal
-        elif config.platform == "openwrt":
-            log.warning("python3-ubus is not installed: no ubus object, socket only")
-        for server in servers:
-            server.start()
-            self._closers.insert(0, server.stop)
+        self._closers[:0] = transports.start_transports(config, self.methods)
         if self.portal is not None:
             self.portal.start()
-        source = self.local.path or "built-in defaults"
-        socket = config.control_socket
-        log.info(
-            "energyhubd %s running (config %s, control socket %s)", __version__, source, socket
-        )
+        where = (self.local.path or "built-in defaults", config.control_socket)
+        log.info("energyhubd %s running (config %s, control socket %s)", __version__, *where)
 
     def _watch(self, source: Any, name: str, debounce: float, handler: Callable[[], None]) -> None:
         """A netlink event source, debounced: a burst of events is handled once."""
@@ -139,11 +124,7 @@ class Daemon:
         if self.inventory is not None:
             self.inventory.close()
         if self.pid_file:
-            try:
-                if Path(self.pid_file).read_text().strip() == str(os.getpid()):
-                    os.unlink(self.pid_file)
-            except OSError:
-                pass
+            paths.remove_pid_file(self.pid_file)
         self.loop.close()
 
     # -- the one ordered reconcile ------------------------------------------------------------
@@ -159,7 +140,8 @@ class Daemon:
         self._configure_inventory(config)
         self.outbound.configure(config)
         if portal:
-            self._configure_portal(config, start=self.state == "applied")
+            started = self.state == "applied"
+            self.portal = runner.follow(self.portal, self.loop, config, self.events, self, started)
         self.publish()
 
     def _apply_table(self, config: Config, reason: str | None) -> None:
@@ -187,6 +169,9 @@ class Daemon:
         """MAC -> current IP of the devices on the LAN now (forwards follow them)."""
         return self.inventory.live_addresses() if self.inventory else {}
 
+    def _on_sighup(self) -> None:
+        self.reload("SIGHUP")
+
     def reload(self, reason: str = "reload") -> dict[str, Any]:
         try:
             config = self.local.load()
@@ -207,19 +192,9 @@ class Daemon:
 
     # -- events ------------------------------------------------------------------------------
     def _configure_inventory(self, config: Config) -> None:
-        lease_file = lease_file_for(config)
-        if self.inventory is not None and self.inventory.lease_file != lease_file:
-            self.inventory.close()
-            self.inventory = None
-        if self.inventory is not None:
-            self.inventory.reconfigure(config)
-            return
-        try:
-            self.inventory = InventoryMonitor(
-                self.loop, config, lease_file, self.events, self._inventory_changed
-            )
-        except OSError as exc:
-            log.error("device inventory not started: %s", exc)
+        self.inventory = inventory_monitor.follow(
+            self.inventory, self.loop, config, self.events, self._inventory_changed
+        )
 
     def _inventory_changed(self) -> None:
         """Devices moved: only a changed forward target costs a compile and a table write."""
@@ -266,22 +241,6 @@ class Daemon:
         self.publish()
 
     # -- the portal (PortalHost) ----------------------------------------------------------------
-    def _configure_portal(self, config: Config, start: bool) -> None:
-        """One portal link while ``portal.enabled``; a changed portal section restarts it."""
-        settings, current = config.portal, self.portal
-        wanted = settings is not None and settings.enabled
-        identity = (config.device_id, config.state_dir)
-        if current is not None:
-            if wanted and current.settings == settings and current.identity == identity:
-                return
-            current.stop()
-            self.portal = None
-            log.info("portal link stopped (configuration changed)")
-        if wanted:
-            self.portal = PortalRunner(self.loop, settings, *identity, self.events, self)
-            if start:
-                self.portal.start()
-
     def validate(self, document: dict[str, Any]) -> Config:
         return self.local.validate(document)
 
@@ -339,21 +298,4 @@ class Daemon:
     def call_on_loop(
         self, func: Callable[[], dict[str, Any]], timeout: float = 30.0
     ) -> dict[str, Any]:
-        """From another thread: run ``func`` on the loop and wait for its answer."""
-        done, box = threading.Event(), dict[str, Any]()
-
-        def run() -> None:
-            try:
-                box["result"] = func()
-            except Exception as exc:  # handed back to the caller's thread
-                box["error"] = exc
-            finally:
-                done.set()
-
-        self.loop.post(run)
-        if not done.wait(timeout):
-            raise MethodError("the daemon is busy; try again")
-        if "error" in box:
-            raise MethodError(str(box["error"]))
-        result: dict[str, Any] = box["result"]
-        return result
+        return transports.call_on_loop(self.loop, func, timeout)

@@ -200,3 +200,26 @@ def read_vendor_classes(directory: Path) -> dict[str, str]:
         if text:
             found[mac] = text
     return found
+
+
+def follow(
+    current: InventoryMonitor | None,
+    loop: EventLoop,
+    config: Config,
+    events: EventStream,
+    on_change: Callable[[], None],
+) -> InventoryMonitor | None:
+    """The monitor for ``config``: the current one reconfigured, or a new one when the lease
+    file moved. None (logged) when it cannot be started."""
+    lease_file = lease_file_for(config)
+    if current is not None and current.lease_file != lease_file:
+        current.close()
+        current = None
+    if current is not None:
+        current.reconfigure(config)
+        return current
+    try:
+        return InventoryMonitor(loop, config, lease_file, events, on_change)
+    except OSError as exc:
+        log.error("device inventory not started: %s", exc)
+        return None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from energyhubd import __version__
+from energyhubd.config.model import Config
 from energyhubd.inventory.events import Event, EventStream
 from energyhubd.loop import EventLoop, Timer
 from energyhubd.outbound.sntp import kernel_clock_synchronised
@@ -297,3 +298,28 @@ class PortalRunner:
             self._schedule_health(self.settings.health_interval)
         elif self._health_timer is not None and self._health_timer.when > time.monotonic() + wait:
             self._schedule_health(wait)
+
+
+def follow(
+    current: PortalRunner | None,
+    loop: EventLoop,
+    config: Config,
+    events: EventStream,
+    host: PortalHost,
+    start: bool,
+) -> PortalRunner | None:
+    """One portal link while ``portal.enabled``; a changed portal section restarts it."""
+    settings = config.portal
+    wanted = settings is not None and settings.enabled
+    identity = (config.device_id, config.state_dir)
+    if current is not None:
+        if wanted and current.settings == settings and current.identity == identity:
+            return current
+        current.stop()
+        log.info("portal link stopped (configuration changed)")
+    if not wanted:
+        return None
+    runner = PortalRunner(loop, settings, *identity, events, host)
+    if start:
+        runner.start()
+    return runner
