@@ -20,15 +20,16 @@ from energyhubd.config.model import Config
 from energyhubd.control import snapshot, transports
 from energyhubd.control.methods import MethodError
 from energyhubd.control.status import build_method_table, portal_command, render_running_config
-from energyhubd.inventory.events import Event, EventStream
 from energyhubd.inventory import monitor as inventory_monitor
+from energyhubd.inventory.events import Event, EventStream
 from energyhubd.inventory.monitor import InventoryMonitor
+from energyhubd.kernel import nlevents
 from energyhubd.kernel.apply import apply_policy
 from energyhubd.kernel.dhcp_server import DhcpServer
 from energyhubd.kernel.netlink import Netlink
 from energyhubd.kernel.nlevents import LinkEvents, NftMonitor
 from energyhubd.kernel.table import NftError, Table
-from energyhubd.loop import EventLoop, Timer
+from energyhubd.loop import EventLoop
 from energyhubd.outbound.service import OutboundService
 from energyhubd.policy import nft
 from energyhubd.portal import runner
@@ -64,7 +65,6 @@ class Daemon:
         self.snapshot: dict[str, Any] = {}
         self.methods = build_method_table(self)
         self._closers: list[Callable[[], object]] = []
-        self._timers: dict[str, Timer | None] = {"drift": None, "links": None}
 
     # -- start and stop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -76,8 +76,10 @@ class Daemon:
         self.loop.on_signal(signal.SIGINT, self.stop)
         self.loop.on_signal(signal.SIGHUP, self._on_sighup)
         self.loop.on_signal(signal.SIGUSR1, self.leases_changed)
-        self._watch(NftMonitor(), "drift", DRIFT_DEBOUNCE, self._verify_table)
-        self._watch(LinkEvents(), "links", LINK_DEBOUNCE, self._links_changed)
+        self._closers += [
+            nlevents.watch(self.loop, NftMonitor(), DRIFT_DEBOUNCE, self._verify_table),
+            nlevents.watch(self.loop, LinkEvents(), LINK_DEBOUNCE, self._links_changed),
+        ]
         # Leases first: after a restart, forwards that follow a device open with the first
         # apply; the portal first: a push left unconfirmed by a crash is rolled back instead.
         self._configure_inventory(config)
@@ -90,20 +92,6 @@ class Daemon:
             self.portal.start()
         where = (self.local.path or "built-in defaults", config.control_socket)
         log.info("energyhubd %s running (config %s, control socket %s)", __version__, *where)
-
-    def _watch(self, source: Any, name: str, debounce: float, handler: Callable[[], None]) -> None:
-        """A netlink event source, debounced: a burst of events is handled once."""
-
-        def on_event() -> None:
-            if source.drain() and self._timers[name] is None:
-                self._timers[name] = self.loop.call_later(debounce, fired)
-
-        def fired() -> None:
-            self._timers[name] = None
-            handler()
-
-        self.loop.add_reader(source, on_event)
-        self._closers.append(source.close)
 
     def run(self) -> None:
         try:
