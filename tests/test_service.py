@@ -65,7 +65,7 @@ def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[service.Daemon]:
 
     monkeypatch.setattr(service, "apply_policy", fake_apply)
     d = service.Daemon(None)
-    d.netlink = FakeNetlink()  # type: ignore[assignment]
+    d.netlink = d.wan.netlink = FakeNetlink()  # type: ignore[assignment]
     d.outbound = FakeOutbound()  # type: ignore[assignment]
     d.config = parse_document({"platform": "linux"})
     thread = threading.Thread(target=d.loop.run, daemon=True)

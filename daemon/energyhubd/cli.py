@@ -108,7 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from energyhubd.service import Daemon
 
     config_path = args.config or paths.default_config_path()
-    daemon = Daemon(config_path, pid_file=args.pid_file, resolv_file=args.resolv_file)
+    if args.wan_dhcp and not args.resolv_file:
+        log.error("--wan-dhcp needs --resolv-file (where the client writes the WAN's DNS servers)")
+        return EXIT_CONFIG
+    daemon = Daemon(
+        config_path, pid_file=args.pid_file, resolv_file=args.resolv_file, wan_dhcp=args.wan_dhcp
+    )
     try:
         daemon.start()
     except NftError as exc:
@@ -153,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resolv-file",
         default=None,
         help="upstream DNS servers written by the WAN DHCP client (linux)",
+    )
+    run.add_argument(
+        "--wan-dhcp",
+        action="store_true",
+        help="linux, wan.proto dhcp: run the WAN DHCP client (udhcpc) under the daemon; it "
+        "writes --resolv-file",
     )
     run.set_defaults(func=cmd_run)
     sub.add_parser(

@@ -29,6 +29,7 @@ from energyhubd.kernel.dhcp_server import DhcpServer
 from energyhubd.kernel.netlink import Netlink
 from energyhubd.kernel.nlevents import LinkEvents, NftMonitor
 from energyhubd.kernel.table import NftError, Table
+from energyhubd.kernel.wan import Wan
 from energyhubd.loop import EventLoop
 from energyhubd.outbound.service import OutboundService
 from energyhubd.policy import nft
@@ -46,7 +47,11 @@ class Daemon:
     """Implements ``control.status.Controlled`` and ``portal.runner.PortalHost``."""
 
     def __init__(
-        self, config_path: str | None, pid_file: str | None = None, resolv_file: str | None = None
+        self,
+        config_path: str | None,
+        pid_file: str | None = None,
+        resolv_file: str | None = None,
+        wan_dhcp: bool = False,
     ) -> None:
         self.pid_file = pid_file
         self.loop = EventLoop()
@@ -56,8 +61,9 @@ class Daemon:
         self.targets: dict[str, Any] = {}  # forward -> address the table was compiled with
         self.state, self.warnings = "starting", list[str]()
         self.config_error: list[dict[str, str]] | None = None
-        self.wan: dict[str, Any] = {}
+        self.wan_facts: dict[str, Any] = {}
         self.table, self.netlink, self.events = Table(), Netlink(), EventStream()
+        self.wan = Wan(self.loop, self.netlink, resolv_file, wan_dhcp)
         self.dhcp = DhcpServer(self.loop, resolv_file, self.publish)
         self.inventory: InventoryMonitor | None = None
         self.outbound = OutboundService(self.loop, self.table, resolv_file, self.publish)
@@ -107,7 +113,7 @@ class Daemon:
         """Leave the firewall table in place: a stopped daemon must not open the site."""
         if self.portal is not None:
             self.portal.stop()
-        for close in (*self._closers, self.dhcp.close, self.outbound.close):
+        for close in (*self._closers, self.dhcp.close, self.wan.close, self.outbound.close):
             close()
         if self.inventory is not None:
             self.inventory.close()
@@ -118,13 +124,15 @@ class Daemon:
     # -- the one ordered reconcile ------------------------------------------------------------
     def reconcile(self, config: Config, reason: str, portal: bool = True) -> None:
         """Make every part follow ``config``; on a kernel refusal the previous policy stays."""
+        previous = self.config
         self._apply_table(config, reason)
         try:
             self.dhcp.configure(config)
         except OSError as exc:  # the firewall stands; the DHCP server is reported, not fatal
             log.error("DHCP server not configured: %s", exc)
             self.warnings = [*self.warnings, f"DHCP server: {exc}"]
-        self.wan = self.netlink.wan_state(config.wan.device).as_dict()
+        self.wan.configure(previous, config)
+        self.wan_facts = self.wan.facts(config)
         self._configure_inventory(config)
         self.outbound.configure(config)
         if portal:
@@ -222,9 +230,9 @@ class Daemon:
                 self._apply_table(self.config, None)
             except NftError as exc:
                 log.error("re-apply after a link change failed: %s", exc)
-            state = self.netlink.wan_state(self.config.wan.device)
-            self.wan = state.as_dict()
-            if self.outbound.wan_changed(state.addresses) and self.portal is not None:
+            self.wan_facts = self.wan.facts(self.config)
+            addresses = self.wan_facts["addresses"]
+            if self.outbound.wan_changed(addresses) and self.portal is not None:
                 self.portal.wan_up()
         self.publish()
 
@@ -266,7 +274,7 @@ class Daemon:
             policy_warnings=self.warnings,
             table=self.table.status(),
             portal=self.portal.facts() if self.portal is not None else None,
-            wan=self.wan,
+            wan=self.wan_facts,
             dhcp_server=self.dhcp.status(self.config) if self.config else None,
             inventory=inv.status() if inv is not None else None,
             devices=inv.registry.devices() if inv is not None else None,
