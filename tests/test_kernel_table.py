@@ -42,6 +42,8 @@ out["first"] = [first.changed, list(counting.calls)]
 counting.calls.clear()
 again = table.reconcile(ruleset, "again")
 out["noop"] = [again.changed, list(counting.calls), table.state.writes, table.state.applies]
+table.reconcile(ruleset, None)
+out["reassert"] = [table.state.applies, table.state.last_reason]
 bad = json.loads(json.dumps(ruleset))
 bad["nftables"][1]["chain"]["hook"] = "no-such-hook"
 counting.calls.clear()
@@ -83,6 +85,8 @@ def test_the_table_owner_writes_once_repairs_drift_and_never_writes_a_noop(ns: s
     assert out["first"] == [True, ["cmd", "json_cmd", "cmd"]]
     # The same ruleset again: recognised in normal form, no kernel call at all.
     assert out["noop"] == [False, [], 1, 2]
+    # A re-assert after a link change is not an apply of its own.
+    assert out["reassert"] == [2, "again"]
     # A refused ruleset: one transaction, no dry run; the kernel keeps the running table.
     message, calls, has_error, digest_kept = out["bad"]
     assert calls == ["json_cmd"] and has_error and digest_kept and message

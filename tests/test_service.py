@@ -59,7 +59,7 @@ class FakeOutbound:
 def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[service.Daemon]:
     applied: list[str | None] = []
 
-    def fake_apply(config: Any, ruleset: Any, table: Any, netlink: Any, reason: str = "") -> Any:
+    def fake_apply(config: Any, ruleset: Any, table: Any, netlink: Any, reason: Any = "") -> Any:
         applied.append(reason)
         return PolicyOutcome(ruleset, False, 0.0, "0" * 16)
 

@@ -145,7 +145,7 @@ class Daemon:
         self.targets = nft.resolve_targets(config, self.live_addresses())
         ruleset = nft.compile_ruleset(config, self.targets, self.outbound.egress_inputs(config))
         try:
-            outcome = apply_policy(config, ruleset, self.table, self.netlink, reason or "")
+            outcome = apply_policy(config, ruleset, self.table, self.netlink, reason)
         except NftError:
             if self.config is None:
                 self.state = "error"

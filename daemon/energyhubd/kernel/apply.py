@@ -31,9 +31,14 @@ class PolicyOutcome:
 
 
 def apply_policy(
-    config: Config, ruleset: dict[str, Any], table: Table, netlink: Netlink, reason: str = "apply"
+    config: Config,
+    ruleset: dict[str, Any],
+    table: Table,
+    netlink: Netlink,
+    reason: str | None = "apply",
 ) -> PolicyOutcome:
-    """Make the kernel match ``config`` and its compiled ``ruleset``.
+    """Make the kernel match ``config`` and its compiled ``ruleset`` (``reason`` None: a
+    re-assert, see ``Table.reconcile``).
 
     Raises NftError, with nothing changed, when the kernel refuses the ruleset.
     """

@@ -48,7 +48,7 @@ class TableState:
     applied_normal: Json | None = None  # the kernel's listing of it, normalised (for verify)
     digest: str | None = None
     applies: int = 0
-    writes: int = 0
+    writes: int = 0  # reconciles that replaced the table (an unchanged one is not rewritten)
     set_writes: int = 0
     drift_repairs: int = 0
     last_error: str | None = None
@@ -84,9 +84,10 @@ class Table:
         return listing
 
     # -- writers ----------------------------------------------------------------------------
-    def reconcile(self, ruleset: Json, reason: str = "apply") -> ApplyResult:
+    def reconcile(self, ruleset: Json, reason: str | None = "apply") -> ApplyResult:
         """Make the kernel hold exactly ``ruleset``; write nothing if it already does.
 
+        ``reason`` None: a re-assert (after a link change), not counted as an apply.
         Raises NftError (state and kernel unchanged, ``last_error`` set) when refused.
         """
         started = time.monotonic()
@@ -110,10 +111,11 @@ class Table:
             s.applied_normal = nft.normalise(current) if current else normal
         seconds = time.monotonic() - started
         s.desired, s.desired_normal, s.digest = ruleset, normal, digest
-        s.applies += 1
         s.writes += 1 if changed else 0
-        s.last_apply, s.last_apply_ms = time.time(), round(seconds * 1000, 1)
-        s.last_error, s.last_reason = None, reason
+        if reason is not None:
+            s.applies += 1
+            s.last_apply, s.last_apply_ms = time.time(), round(seconds * 1000, 1)
+            s.last_error, s.last_reason = None, reason
         return ApplyResult(changed, seconds, digest)
 
     def _write(self, ruleset: Json) -> None:
@@ -156,8 +158,7 @@ class Table:
         self._write(s.desired)
         restored = self.current()
         s.applied_normal = nft.normalise(restored) if restored else None
-        s.drift_repairs += 1
-        s.writes += 1
+        s.drift_repairs += 1  # counted here, not in writes (the applies' table transactions)
         s.last_drift = time.time()
         return what
 
