@@ -155,6 +155,8 @@ class Table:
         if current is not None and nft.normalise(current) == s.applied_normal:
             return None
         what = "deleted" if current is None else "changed"
+        # Until a write succeeds nobody knows what the kernel holds: the next reconcile lists.
+        s.applied_normal = None
         self._write(s.desired)
         restored = self.current()
         s.applied_normal = nft.normalise(restored) if restored else None
