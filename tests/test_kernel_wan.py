@@ -24,7 +24,7 @@ from energyhub_lab import netns
 from energyhubd.control.client import ControlError, call
 from tests.conftest import unique
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.feed]
 
 STATIC = "198.51.100.7/24"
 

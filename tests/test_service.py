@@ -24,6 +24,7 @@ from energyhubd.portal.runner import PortalRunner
 from tests.portal_broker import DEVICE, Broker, free_port, make_pki, settings_for
 
 pytest.importorskip("nftables")
+pytestmark = pytest.mark.feed
 
 
 class FakeNetlink:
