@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from energyhubd.config.errors import FieldError
-from energyhubd.inventory.settings import InventorySettings, parse_inventory_section
+from energyhubd.config.sections.inventory import InventorySettings, parse_inventory_section
 
 
 def test_none_and_empty_give_defaults() -> None:
@@ -72,7 +72,7 @@ def test_glob_brackets_and_nulls() -> None:
 
 def test_wrong_types() -> None:
     _, errors = parse_inventory_section([1, 2])
-    assert [str(e) for e in errors] == ["inventory: must be an object"]
+    assert [str(e) for e in errors] == ["inventory: must be an object, not a list"]
     _, errors = parse_inventory_section({"unit_mac_prefixes": "02:00", "lease_file": "/a/../b"})
     assert {e.path for e in errors} == {"inventory.unit_mac_prefixes", "inventory.lease_file"}
 

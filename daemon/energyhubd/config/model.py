@@ -10,6 +10,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from energyhubd.config.sections.inventory import InventorySettings
+from energyhubd.config.sections.outbound import OutboundSettings
+from energyhubd.config.sections.portal import PortalSettings
+
 DEFAULT_LAN_DEVICE = "br-lan"
 DEFAULT_LAN_ADDRESS = "192.168.254.1/24"
 DEFAULT_POOL_START = "192.168.254.200"
@@ -79,7 +83,11 @@ class Wan:
 
 @dataclass(frozen=True)
 class Config:
-    """One validated configuration; ``document`` is its normalised JSON form."""
+    """One validated configuration; ``document`` is its normalised JSON form.
+
+    Every section is typed and complete: defaults are applied by the parser, so no consumer
+    checks for a missing section.
+    """
 
     schema: int
     version: int
@@ -92,7 +100,7 @@ class Config:
     egress_mode: str
     dns_fallback: tuple[ipaddress.IPv4Address, ...]
     control_socket: str
-    inventory: Any = None
-    portal: Any = None
-    outbound: Any = None
+    inventory: InventorySettings = field(default_factory=InventorySettings)
+    portal: PortalSettings = field(default_factory=PortalSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from energyhubd.config.model import Config
+from energyhubd.config.sections.outbound import OutboundSettings
 from energyhubd.openwrt import uci_dhcp, uci_system
 from energyhubd.openwrt.uci import Package, parse
-from energyhubd.outbound.settings import OutboundSettings
 
 DHCP_FILE = "/etc/config/dhcp"
 SYSTEM_FILE = "/etc/config/system"
