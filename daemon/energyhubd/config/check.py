@@ -161,6 +161,8 @@ class Checker:
         checked or defaulted; unknown keys and bad values are errors. ``more_keys`` are
         allowed but read by the caller (sub-sections that depend on values of this one)."""
         data = self.obj(value, path, {*spec, *more_keys})
+        if value is not None and not isinstance(value, dict):
+            return {key: option.default for key, option in spec.items()}  # reported once
         out: dict[str, Any] = {}
         for key, option in spec.items():
             raw = data.get(key)

@@ -385,8 +385,8 @@ def _parse_allow_from(
     if before + len(items) > MAX_ALLOW_FROM_PER_CONFIG:
         c.fail(
             path,
-            f"{len(items)} entries bring the configuration to {before + len(items)} allow_from "
-            f"entries; at most {MAX_ALLOW_FROM_PER_CONFIG} per configuration",
+            f"the configuration would have {before + len(items)} allow_from entries; "
+            f"at most {MAX_ALLOW_FROM_PER_CONFIG} per configuration",
         )
         return (), len(items)
     local = Checker()
