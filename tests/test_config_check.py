@@ -135,9 +135,9 @@ def test_errors_of_all_sections_come_together() -> None:
         )
     assert [e.path for e in caught.value.errors] == [
         "lan.admin_access",
+        "inventory.pool_warning_percent",
         "portal.port",
         "outbound.timeout",
-        "inventory.pool_warning_percent",
     ]
 
 

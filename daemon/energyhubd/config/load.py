@@ -90,9 +90,9 @@ def parse_document(
     egress = c.options(obj.get("egress"), "egress", EGRESS_OPTIONS)
     dns = c.options(obj.get("dns"), "dns", DNS_OPTIONS)
     control = c.options(obj.get("control"), "control", CONTROL_OPTIONS)
+    inventory = check_inventory(c, obj.get("inventory"), "inventory")
     portal = check_portal(c, obj.get("portal"), "portal")
     outbound = check_outbound(c, obj.get("outbound"), "outbound")
-    inventory = check_inventory(c, obj.get("inventory"), "inventory")
     if c.errors:
         raise ConfigError(c.errors, source)
     return model.Config(
