@@ -145,7 +145,8 @@ def test_every_section_is_typed_and_complete() -> None:
     config = parse_document({})
     assert config.portal == PortalSettings()
     assert config.outbound == OutboundSettings() and config.outbound.tunnel == TunnelSettings()
-    assert config.inventory == InventorySettings()
+    lease_file = "/var/lib/energyhubd/dnsmasq/dhcp.leases"  # linux: energyhubd's own dnsmasq
+    assert config.inventory == InventorySettings(lease_file=lease_file)
     hints = {f.name: f.type for f in dataclasses.fields(Config)}
     assert hints["portal"] == "PortalSettings"
     assert hints["outbound"] == "OutboundSettings"

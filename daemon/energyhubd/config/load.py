@@ -90,7 +90,8 @@ def parse_document(
     egress = c.options(obj.get("egress"), "egress", EGRESS_OPTIONS)
     dns = c.options(obj.get("dns"), "dns", DNS_OPTIONS)
     control = c.options(obj.get("control"), "control", CONTROL_OPTIONS)
-    inventory = check_inventory(c, obj.get("inventory"), "inventory")
+    lease_file = model.platform_lease_file(platform, state_dir)
+    inventory = check_inventory(c, obj.get("inventory"), "inventory", lease_file)
     portal = check_portal(c, obj.get("portal"), "portal")
     outbound = check_outbound(c, obj.get("outbound"), "outbound")
     if c.errors:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
-from energyhubd.config.sections.inventory import InventorySettings
+from energyhubd.config.sections.inventory import OPENWRT_LEASE_FILE, InventorySettings
 from energyhubd.config.sections.outbound import OutboundSettings
 from energyhubd.config.sections.portal import PortalSettings
 
@@ -25,6 +26,14 @@ DEFAULT_DNS_FALLBACK = ("8.8.8.8",)
 DEFAULT_DNS_FALLBACK_ADDRS = tuple(ipaddress.IPv4Address(a) for a in DEFAULT_DNS_FALLBACK)
 DEFAULT_LAN_IFACE = ipaddress.IPv4Interface(DEFAULT_LAN_ADDRESS)
 DEFAULT_SOCKET = "/var/run/energyhubd.sock"
+
+
+def platform_lease_file(platform: str, state_dir: str) -> str:
+    """The lease file of the platform's DHCP server: OpenWrt's dnsmasq, or on plain Linux the
+    dnsmasq energyhubd runs itself (``kernel.dnsmasq.own_lease_file``, the same path)."""
+    if platform == "linux":
+        return str(PurePosixPath(state_dir) / "dnsmasq" / "dhcp.leases")
+    return OPENWRT_LEASE_FILE
 
 
 @dataclass(frozen=True)

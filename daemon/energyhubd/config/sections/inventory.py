@@ -17,6 +17,7 @@ DEFAULT_EXPECTED_UNITS = 3
 MAX_EXPECTED_UNITS = 254
 DEFAULT_HOSTNAME_PATTERN = "energyhub*"
 DEFAULT_POOL_WARNING_PERCENT = 80
+OPENWRT_LEASE_FILE = "/tmp/dhcp.leases"  # where OpenWrt's dnsmasq writes its leases
 MAX_LIST_ITEMS = 32
 
 _PREFIX_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){0,4}$")
@@ -28,8 +29,8 @@ class InventorySettings:
     """How units are recognised and when to warn.
 
     ``unit_hostname_pattern`` None: host names are not used to recognise units.
-    ``lease_file`` None: the lease file of the platform's DHCP server (dnsmasq's on OpenWrt,
-    energyhubd's own dnsmasq on plain Linux), chosen by the inventory monitor.
+    ``lease_file`` is always set: a JSON null (or no key) is replaced at parse time by the
+    lease file of the platform's DHCP server (``check_inventory``'s ``default_lease_file``).
     """
 
     expected_units: int = DEFAULT_EXPECTED_UNITS
@@ -37,7 +38,7 @@ class InventorySettings:
     unit_hostname_pattern: str | None = DEFAULT_HOSTNAME_PATTERN
     unit_vendor_classes: tuple[str, ...] = ()
     pool_warning_percent: int = DEFAULT_POOL_WARNING_PERCENT
-    lease_file: str | None = None
+    lease_file: str = OPENWRT_LEASE_FILE
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -119,21 +120,34 @@ OPTIONS: dict[str, Option] = {
         ck.unique(_vendor_class, 0, MAX_LIST_ITEMS), _D.unit_vendor_classes
     ),
     "pool_warning_percent": Option(ck.integer(1, 100), _D.pool_warning_percent),
-    "lease_file": Option(ck.abspath(), _D.lease_file, nullable=True),
+    # null and absent both mean "the platform's lease file", filled in by check_inventory.
+    "lease_file": Option(ck.abspath(), None),
 }
 
 
-def check_inventory(c: Checker, obj: Any, path: str = "inventory") -> InventorySettings:
-    """Read the ``inventory`` object into ``c``; the defaults when anything is wrong."""
+def check_inventory(
+    c: Checker,
+    obj: Any,
+    path: str = "inventory",
+    default_lease_file: str = OPENWRT_LEASE_FILE,
+) -> InventorySettings:
+    """Read the ``inventory`` object into ``c``; the defaults when anything is wrong.
+
+    ``default_lease_file`` is the lease file of the platform's DHCP server, which the caller
+    knows (``config.model.platform_lease_file``).
+    """
     mark = c.mark()
     values = c.options(obj, path, OPTIONS)
-    return InventorySettings() if c.failed_since(mark) else InventorySettings(**values)
+    values["lease_file"] = values["lease_file"] or default_lease_file
+    if c.failed_since(mark):
+        return InventorySettings(lease_file=default_lease_file)
+    return InventorySettings(**values)
 
 
 def parse_inventory_section(
-    obj: object, path: str = "inventory"
+    obj: object, path: str = "inventory", default_lease_file: str = OPENWRT_LEASE_FILE
 ) -> tuple[InventorySettings, list[FieldError]]:
     """Validate the ``inventory`` object alone: the settings (defaults on error), every error."""
     c = Checker()
-    settings = check_inventory(c, obj, path)
+    settings = check_inventory(c, obj, path, default_lease_file)
     return settings, c.errors
