@@ -551,3 +551,17 @@ def test_outbound_sections_list_every_settings_key() -> None:
     assert {opt.key for opt in by_type["tunnel"].options} == set(
         TunnelSettings.__dataclass_fields__
     )
+
+
+def test_allow_from_bound_points_at_the_uci_line(tmp_path: Path) -> None:
+    """The size bound is reported like any other error: reason, field path, file line."""
+    lines = ["config forward 'modbus'", "\toption port '502'", "\toption target 'display'"]
+    lines += [f"\tlist allow_from '198.18.{k // 256}.{k % 256}'" for k in range(257)]
+    path = tmp_path / "energyhub"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as info:
+        configfile.load_file(path)
+    assert str(info.value).splitlines() == [
+        f"{path}:4: option 'allow_from': 257 entries; at most 256 per forward "
+        "(forwards[0].allow_from)"
+    ]
