@@ -160,3 +160,19 @@ def test_platform_auto_is_what_the_caller_says() -> None:
     assert (openwrt.platform, openwrt.state_dir) == ("openwrt", "/etc/energyhubd")
     linux = parse_document({"platform": "linux"}, host_platform="openwrt")
     assert (linux.platform, linux.state_dir) == ("linux", "/var/lib/energyhubd")
+
+
+@pytest.mark.parametrize("huge", [10**400, -(10**400), 1e308 * 10, 2**53 + 1])
+def test_huge_numbers_are_range_errors_not_crashes(huge: float) -> None:
+    document = {
+        "version": huge,
+        "lan": {"dhcp": {"lease_time": huge}},
+        "portal": {"health_interval": huge, "keepalive": huge},
+        "outbound": {"timeout": huge},
+        "inventory": {"expected_units": huge},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_document(document)
+    paths = [e.path for e in caught.value.errors]
+    assert "lan.dhcp.lease_time" in paths and "outbound.timeout" in paths
+    assert all(len(str(e)) < 200 for e in caught.value.errors)

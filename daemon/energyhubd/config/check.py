@@ -29,8 +29,7 @@ MAC_RE = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$", re.IGNORECASE)
 DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _HOST_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-# JSON has no limit on numbers; a range check on 10**10000 must not build a huge float.
-_MAX_SHOWN = 60
+_MAX_SHOWN = 60  # a user value quoted in an error is cut to this many characters
 
 
 def kind(value: Any) -> str:
@@ -84,8 +83,15 @@ def is_host(text: str) -> bool:
     return all(_HOST_LABEL_RE.match(label) for label in labels) and not labels[-1].isdigit()
 
 
+def _num(value: float) -> str:
+    """A number as people write it: ``120``, ``0.5``, ``86400`` (not ``8.64e+04``)."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return f"{value:g}"
+
+
 def _range(value: float, lo: float, hi: float) -> str:
-    return f"{value:g} is out of range {lo:g}..{hi:g}"
+    return f"{_num(value)} is out of range {_num(lo)}..{_num(hi)}"
 
 
 # A check reads one present, non-null value; it returns the typed value, or calls
@@ -196,7 +202,7 @@ class Checker:
             self.fail(path, f"must be a number, not {kind(value)}")
             return None
         if isinstance(value, int) and not -(2**53) <= value <= 2**53:
-            self.fail(path, f"{show(value)} is out of range {lo:g}..{hi:g}")
+            self.fail(path, f"{show(value)} is out of range {_num(lo)}..{_num(hi)}")
             return None
         if not math.isfinite(value):
             self.fail(path, "must be a finite number")
@@ -308,17 +314,19 @@ class Checker:
         """A duration: a number of seconds or a string like ``90m``, ``24h``, ``1d``."""
         number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value) if abs(value) < 2**53 else math.inf
+            # a huge JSON integer is compared as infinity, never turned into a float
+            number = float(value) if abs(value) < 2**53 else (math.inf if value > 0 else -math.inf)
         elif isinstance(value, str) and (m := DURATION_RE.match(value.strip())):
             number = float(m.group(1)) * DURATION_UNITS[m.group(2)]
-        if number is None or not math.isfinite(number):
+        if number is None or math.isnan(number):
             self.fail(path, f"{show(value)} is not a duration like 3600, 90m, 24h or 1d")
             return None
+        shown = _num(number) if math.isfinite(number) else show(value)
         if number < lo:
-            self.fail(path, f"{number:g} s is shorter than the minimum {lo:g} s")
+            self.fail(path, f"{shown} s is shorter than the minimum {_num(lo)} s")
             return None
         if number > hi:
-            self.fail(path, f"{number:g} s is longer than the maximum {hi:g} s")
+            self.fail(path, f"{shown} s is longer than the maximum {_num(hi)} s")
             return None
         return number
 
