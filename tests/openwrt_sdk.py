@@ -76,9 +76,7 @@ def wheel_glob(text: str) -> str:
     name = makefile_var(text, "PYTHON3_PKG_WHEEL_NAME") or (source_name or pkg_name).replace(
         "-", "_"
     )
-    version = makefile_var(text, "PYTHON3_PKG_WHEEL_VERSION") or makefile_var(
-        text, "PKG_VERSION"
-    )
+    version = makefile_var(text, "PYTHON3_PKG_WHEEL_VERSION") or makefile_var(text, "PKG_VERSION")
     return f"{name}-{version}-*.whl"
 
 
@@ -112,8 +110,10 @@ def build_wheel(python: Path, build_dir: Path, build_path: str = "") -> Path:
     source = build_dir / build_path if build_path else build_dir
     outdir = source / "openwrt-build"
     result = subprocess.run(
-        [str(python), "-m", "build", "--no-isolation", "--outdir", str(outdir), "--wheel"]
-        + [str(source)],
+        [
+            *(str(python), "-m", "build", "--no-isolation"),
+            *("--outdir", str(outdir), "--wheel", str(source)),
+        ],
         cwd=build_dir,
         env=build_env(),
         capture_output=True,
@@ -128,14 +128,18 @@ def install_wheel(python: Path, outdir: Path, pattern: str, install_dir: Path) -
     built = sorted(p.name for p in outdir.glob("*.whl"))
     assert len(wheels) == 1, f"Py3Build/Install looks for {pattern}; built: {built}"
     subprocess.run(
-        [str(python), "-m", "installer", "--destdir", str(install_dir)]
-        + ["--no-compile-bytecode", "--prefix", "/usr", str(wheels[0])],
+        [
+            *(str(python), "-m", "installer", "--destdir", str(install_dir)),
+            *("--no-compile-bytecode", "--prefix", "/usr", str(wheels[0])),
+        ],
         env=build_env(),
         check=True,
     )
 
 
-def install_hook(text: str, package: str, makefile_dir: Path, install_dir: Path, dest: Path) -> None:
+def install_hook(
+    text: str, package: str, makefile_dir: Path, install_dir: Path, dest: Path
+) -> None:
     """Run the $(INSTALL_*) lines of Py3Package/<package>/install (the package's own files)."""
     try:
         block = define_block(text, f"Py3Package/{package}/install")

@@ -53,7 +53,9 @@ def test_energyhubd_package_holds_exactly_what_the_makefile_names(energyhubd_ipk
     _branch, ipkg, _ = energyhubd_ipkg
     text = ENERGYHUBD.joinpath("Makefile").read_text()
     block = sdk.define_block(text, "Py3Package/energyhubd/install")
-    named = {m.group(3).removeprefix("$(1)/") for m in map(sdk.INSTALL_RE.match, block.splitlines()) if m}
+    named = {
+        m.group(3).removeprefix("$(1)/") for m in map(sdk.INSTALL_RE.match, block.splitlines()) if m
+    }
     modules = {
         f"{sdk.SITE}/{p.relative_to(sdk.ROOT / 'daemon').with_suffix('.pyc')}"
         for p in (sdk.ROOT / "daemon" / "energyhubd").rglob("*.py")
