@@ -243,7 +243,7 @@ def main() -> int:
             f"python3 {sdk.PY_VERSION} stdlib (.pyc)": stdlib_tree(work),
             f"python3 {sdk.PY_VERSION} native (x86-64 build)": native_tree(work),
         }
-        result: dict[str, object] = {name: sizes(tree) for name, tree in trees.items()}
+        result = {name: sizes(tree) for name, tree in trees.items()}
         site = [trees[n] / sdk.SITE for n in list(trees)[:4]]
         imports, skipped = import_all(trees["energyhubd"] / sdk.SITE, site)
         floor = rss_kib([], "pass")
@@ -253,7 +253,7 @@ def main() -> int:
         if os.geteuid() == 0:
             daemon = running_daemon_rss(site, work)
     totals = {
-        key: sum(v[key] for v in result.values() if isinstance(v, dict))  # type: ignore[index]
+        key: sum(v[key] for v in result.values())
         for key in ("files", "installed", "jffs2_estimate", "xz")
     }
     report = {
@@ -275,7 +275,6 @@ def main() -> int:
     mib = 1024 * 1024
     print(f"{'component':44} {'files':>6} {'installed':>11} {'JFFS2 est.':>11} {'xz':>9}")
     for name, row in [*result.items(), ("total", totals)]:
-        assert isinstance(row, dict)
         print(
             f"{name:44} {row['files']:>6} {row['installed'] / mib:>7.2f} MiB"
             f" {row['jffs2_estimate'] / mib:>7.2f} MiB {row['xz'] / mib:>5.2f} MiB"
