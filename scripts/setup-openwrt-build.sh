@@ -75,9 +75,11 @@ fetch_nftables() {
         dpkg-deb -x "$deb" "$work/deb"
         site="$work/deb/usr/lib/python3/dist-packages"
         meta=$(ls -d "$site"/nftables-*-info)
-        dist_version=$(sed -n 's/^Version: //p' "$meta/PKG-INFO" 2>/dev/null ||
-            sed -n 's/^Version: //p' "$meta")
-        [ -n "$dist_version" ] || dist_version=$(basename "$meta" | sed 's/^nftables-\([^-]*\)-.*/\1/')
+        # bookworm installs an .egg-info file, newer releases a .dist-info directory
+        metafile=$meta
+        [ -d "$meta" ] && metafile="$meta/METADATA"
+        dist_version=$(sed -n 's/^Version: //p' "$metafile" | head -n 1)
+        [ -n "$dist_version" ] || { echo "setup: no version in $metafile" >&2; exit 1; }
         top="$work/nftables-$version"
         mkdir -p "$top/py/src"
         cp "$site/nftables/"* "$top/py/src/"
