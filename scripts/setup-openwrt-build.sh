@@ -55,22 +55,26 @@ fetch_nftables() {
     rm -rf "$work"
     mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/src"
     . /etc/os-release
-    echo "deb-src http://deb.debian.org/debian $VERSION_CODENAME main" > "$work/sources.list"
-    echo "deb-src http://deb.debian.org/debian-security $VERSION_CODENAME-security main" \
-        >> "$work/sources.list"
+    for kind in deb deb-src; do
+        echo "$kind http://deb.debian.org/debian $VERSION_CODENAME main"
+        echo "$kind http://deb.debian.org/debian $VERSION_CODENAME-updates main"
+        echo "$kind http://deb.debian.org/debian-security $VERSION_CODENAME-security main"
+    done > "$work/sources.list"
     opts="-o Dir::Etc::sourcelist=$PWD/$work/sources.list -o Dir::Etc::sourceparts=-
           -o Dir::State::Lists=$PWD/$work/lists -o Dir::Cache=$PWD/$work/cache
           -o APT::Sandbox::User=root -qq"
     full=$(dpkg-query -W -f='${Version}' python3-nftables)
     # shellcheck disable=SC2086
-    if apt-get $opts update >/dev/null 2>&1 &&
-        (cd "$work/src" && apt-get $opts source --download-only "nftables=$full" >/dev/null 2>&1) &&
+    apt-get $opts update >/dev/null 2>&1 || echo "setup: apt-get update (private lists) reported errors"
+    # shellcheck disable=SC2086
+    if (cd "$work/src" && apt-get $opts source --download-only "nftables=$full" >/dev/null 2>&1) &&
         [ -f "$work/src/nftables_$version.orig.tar.xz" ]; then
         echo "setup: nftables $version source (Debian orig tarball)"
         cp "$work/src/nftables_$version.orig.tar.xz" "$tarball"
     else
         echo "setup: nftables $version orig tarball not served; assembling a stand-in py/"
-        (cd "$work/src" && apt-get download -qq "python3-nftables=$full" >/dev/null 2>&1)
+        # shellcheck disable=SC2086
+        (cd "$work/src" && apt-get $opts download "python3-nftables=$full" >/dev/null 2>&1)
         deb=$(ls "$work/src"/python3-nftables_*.deb)
         dpkg-deb -x "$deb" "$work/deb"
         site="$work/deb/usr/lib/python3/dist-packages"
