@@ -26,6 +26,7 @@ bench: setup
 	$(PY) bench/portal.py
 	$(PY) bench/inventory.py
 	$(PY) bench/config.py
+	$(PY) bench/footprint.py
 
 lab-up: setup
 	$(VENV)/bin/energyhubd lab up
