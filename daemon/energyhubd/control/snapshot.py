@@ -112,6 +112,6 @@ def build_snapshot(p: Parts, now: float) -> dict[str, Any]:
 
 def _portal(facts: Mapping[str, Any] | None, config: Config | None) -> dict[str, Any]:
     if facts is None:
-        enabled = bool(config and config.portal and config.portal.enabled)
+        enabled = bool(config and config.portal.enabled)
         return {"enabled": enabled, "connected": False}
     return {**facts, "connected_since": iso(facts.get("connected_since"))}

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from energyhubd.backoff import Backoff
+from energyhubd.config.sections.outbound import TunnelSettings
 from energyhubd.supervisor import ChildProcess
-
-from .settings import TunnelSettings
 
 STABLE_AFTER = 30.0  # a child that ran this long resets the backoff
 KEEPALIVE = 30  # ServerAliveInterval: a dead path is noticed within ~3 intervals

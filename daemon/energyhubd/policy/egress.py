@@ -335,8 +335,6 @@ def plan_for(config: Config, inputs: EgressInputs | None) -> EgressPlan:
     """
     inputs = inputs or EgressInputs()
     settings = config.outbound
-    if settings is None:  # a parsed Config always carries its outbound section
-        raise ValueError("egress.mode allowlist needs the outbound section's targets")
     dns: list[str] = []
     for server in (*inputs.dns_servers, *config.wan.dns, *config.dns_fallback):
         text = str(server)

@@ -17,8 +17,8 @@ from typing import Any
 
 from energyhubd.config.atomic import write_if_changed
 from energyhubd.config.errors import ConfigError, FieldError
-from energyhubd.config.load import load_file, parse_document
 from energyhubd.config.model import Config
+from energyhubd.configfile import load_file, parse_document
 
 log = logging.getLogger("energyhubd")
 

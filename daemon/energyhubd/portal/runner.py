@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from energyhubd import __version__
 from energyhubd.config.model import Config
+from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.inventory.events import Event, EventStream
 from energyhubd.loop import EventLoop, Timer
 from energyhubd.outbound.sntp import kernel_clock_synchronised
@@ -21,7 +22,6 @@ from energyhubd.portal.command import CommandError, command_id, parse_command
 from energyhubd.portal.controller import PushController
 from energyhubd.portal.health import build_health, significant
 from energyhubd.portal.link import LinkState, PortalLink
-from energyhubd.portal.settings import PortalSettings
 from energyhubd.portal.store import ConfigStore
 
 log = logging.getLogger("energyhubd.portal")
@@ -310,7 +310,7 @@ def follow(
 ) -> PortalRunner | None:
     """One portal link while ``portal.enabled``; a changed portal section restarts it."""
     settings = config.portal
-    wanted = settings is not None and settings.enabled
+    wanted = settings.enabled
     identity = (config.device_id, config.state_dir)
     if current is not None:
         if wanted and current.settings == settings and current.identity == identity:
