@@ -44,8 +44,10 @@ if [ -z "$PY" ]; then
     [ -x "$PY" ] || PY=$REPO/.venv/bin/python
 fi
 SELF=$REPO/scripts/openwrt/build.sh
+# files written for the lab's userland where OpenWrt's own cannot run on Debian (sysntpd)
+LABFILES=$REPO/scripts/openwrt/files
 COMPONENTS="libubox ubus uci libnl-tiny ucode udebug procd ubox jsonpath rpcd netifd uhttpd firewall4"
-DEBIAN_BINARIES="busybox dnsmasq-base nftables util-linux python3.11-minimal libpython3.11-stdlib python3-nftables"
+DEBIAN_BINARIES="busybox dnsmasq-base nftables util-linux chrony python3.11-minimal libpython3.11-stdlib python3-nftables"
 
 die() { echo "openwrt-build: $*" >&2; exit 1; }
 [ -d "$SRC" ] || die "no source dir $SRC (set ENERGYHUB_OPENWRT_SRC)"
@@ -65,6 +67,7 @@ compute_key() {
         (cd "$SRC/base-files" && find rootfs -type f -o -type l | LC_ALL=C sort | while read -r f; do
             echo "$f"; if [ -L "$f" ]; then readlink "$f"; else sha256sum <"$f"; fi; done)
         sha256sum <"$SELF"
+        (cd "$LABFILES" && find . -type f | LC_ALL=C sort | xargs sha256sum)
         [ -f "$SDIST" ] && sha256sum <"$SDIST"
         sha256sum <"$PATCH"
         dpkg-query -W $DEBIAN_BINARIES 2>/dev/null || true
@@ -157,7 +160,10 @@ cmake_build libnl-tiny 0 ""
 cmake_build ucode 0 "" -DUCI_SUPPORT=ON -DUBUS_SUPPORT=ON -DULOOP_SUPPORT=ON -DRTNL_SUPPORT=ON \
     -DNL80211_SUPPORT=OFF -DZLIB_SUPPORT=OFF -DDIGEST_SUPPORT=OFF -DDIGEST_SUPPORT_EXTENDED=OFF
 cmake_build udebug 0 ""
-cmake_build procd 0 "-include $COMPAT" -DJAIL_SUPPORT=OFF -DSECCOMP_SUPPORT=OFF -DUTRACE_SUPPORT=OFF
+# ujail (JAIL_SUPPORT): procd applies an instance's capability set only through it. Its header
+# generator runs in the source tree; gcc 12 raises warnings that its -Werror turns fatal.
+cmake_build procd 1 "-include $COMPAT -Wno-maybe-uninitialized -Wno-format-truncation" \
+    -DJAIL_SUPPORT=ON -DSECCOMP_SUPPORT=OFF -DUTRACE_SUPPORT=OFF
 cmake_build ubox 0 ""
 # jsonpath and netifd generate sources next to themselves: built in the source tree.
 cmake_build jsonpath 1 ""
@@ -205,7 +211,7 @@ cp -a "$STAGE/usr/." "$R/usr/"
 rm -rf "$R/usr/include" "$R/usr/lib/pkgconfig" "$R/usr/share/cmake"
 rm -f "$R"/usr/lib/*.a
 # Where OpenWrt's packages put these programs.
-for b in procd ubusd rpcd netifd logd validate_data getrandom askfirst udebugd; do
+for b in procd ubusd rpcd netifd logd validate_data getrandom askfirst udebugd ujail uxc; do
     [ -e "$R/usr/sbin/$b" ] && ln -sf "../usr/sbin/$b" "$R/sbin/$b"
 done
 ln -sf ../usr/bin/ubus "$R/bin/ubus"
@@ -244,6 +250,12 @@ host_bin /usr/bin/busybox /bin/busybox
 for a in $(busybox --list-full); do
     case "$a" in
         sbin/init|linuxrc|*/ubus|*/uci|*/logread|sbin/ifup|sbin/ifdown|*/flock) continue;;
+        # these act on the machine (kernel modules, clock, kernel log, block devices, watchdog),
+        # which a namespace shares with the host: not installed
+        */insmod|*/rmmod|*/modprobe|*/depmod|*/adjtimex|*/hwclock|*/mdev|*/klogd|*/syslogd|\
+        */swapon|*/swapoff|*/fdisk|*/mke2fs|*/mkswap|*/mkdosfs|*/losetup|*/blockdev|*/fstrim|\
+        */freeramdisk|*/devmem|*/pivot_root|*/switch_root|*/run-init|*/watchdog|*/acpid|\
+        */ntpd|*/rdate|*/setkeycodes|*/loadkmap|*/loadfont|*/openvt|*/chvt|*/deallocvt) continue;;
     esac
     [ -e "$R/$a" ] || [ -L "$R/$a" ] || { mkdir -p "$R/$(dirname "$a")"; ln -s /bin/busybox "$R/$a"; }
 done
@@ -254,6 +266,7 @@ host_bin /usr/sbin/nft /usr/sbin/nft
 # procd.sh takes a lock per service with flock; Debian's busybox has no flock applet.
 host_bin /usr/bin/flock /usr/bin/flock
 host_bin /usr/bin/setpriv /usr/bin/setpriv
+host_bin /usr/sbin/chronyd /usr/sbin/chronyd
 PYBIN=$(readlink -f /usr/bin/python3)
 PYVER=$(basename "$PYBIN")
 host_bin "$PYBIN" "/usr/bin/$PYVER"
@@ -279,7 +292,12 @@ cp -a --remove-destination "$SRC/base-files/rootfs/." "$R/"
 mkdir -p "$R/lib/netifd/proto"
 cp "$W/src/netifd/scripts/"*.sh "$R/lib/netifd/"
 cp -a "$W/src/firewall4/root/." "$R/"
-# ucode's fs/uci/ubus modules look for /usr/lib/ucode; jshn.sh came with libubox
+cp -a "$LABFILES/." "$R/"
+# ujail resolves a jailed program's libraries itself (/lib, /lib64, /usr/lib and the dirs of
+# /etc/ld.so.conf); Debian's glibc and libraries live in the multiarch dirs.
+printf '/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n' >"$R/etc/ld.so.conf"
+# glibc looks users and hosts up through nsswitch.conf (musl has none); ujail binds it into jails
+printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n' >"$R/etc/nsswitch.conf"
 
 PASSHASH=$(openssl passwd -6 energyhub-lab)
 cat >"$R/etc/passwd" <<EOF
