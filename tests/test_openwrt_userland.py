@@ -147,17 +147,66 @@ def test_ubus_call_energyhub_status(router: OpenWrtRouter) -> None:
     assert router.run("nft", "list", "table", "inet", "energyhub").returncode == 0
 
 
+def daemon_pid(router: OpenWrtRouter) -> int | None:
+    proc = router.run("cat", "/var/run/energyhubd.pid")
+    text = proc.stdout.strip()
+    return int(text) if proc.returncode == 0 and text.isdigit() else None
+
+
 def test_kill_9_procd_respawns_and_the_object_comes_back(router: OpenWrtRouter) -> None:
-    before = instance_pid(router, "energyhubd")
-    assert before
+    before = ubus_json(router, "energyhub", "status")["daemon"]["pid"]
     router.run("kill", "-9", str(before), check=True)
     after = wait_until(
-        "a new energyhubd instance",
-        lambda: (p := instance_pid(router, "energyhubd")) and p != before and p,
+        "a new energyhubd",
+        lambda: (
+            (p := daemon_pid(router))
+            and p != before
+            and router.run("kill", "-0", str(p)).returncode == 0
+            and p
+        ),
         timeout=30,
     )
     router.run("ubus", "-t", "30", "wait_for", "energyhub", check=True, timeout=40)
-    assert ubus_json(router, "energyhub", "status")["daemon"]["pid"] == after
+    assert wait_until(
+        "the object answers from the new daemon",
+        lambda: ubus_json(router, "energyhub", "status")["daemon"]["pid"] == after,
+    )
+    assert daemons(router) == [after]
+
+
+def daemons(router: OpenWrtRouter) -> list[int]:
+    """Pids of every python process running /usr/bin/energyhubd in the router."""
+    found = []
+    for cmdline in (router.root / "proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[:3] == [b"/usr/bin/python3", b"/usr/bin/energyhubd", b"run"]:
+            found.append(int(cmdline.parent.name))
+    return sorted(found)
+
+
+def _caps(router: OpenWrtRouter, pid: int) -> dict[str, int]:
+    status = router.run("cat", f"/proc/{pid}/status", check=True).stdout
+    return {
+        line.split(":")[0]: int(line.split()[1], 16)
+        for line in status.splitlines()
+        if line.startswith("Cap")
+    }
+
+
+def test_procd_jail_applies_the_capability_set(router: OpenWrtRouter) -> None:
+    services = ubus_json(router, "service", "list", {"name": "energyhubd"})
+    instance = services["energyhubd"]["instances"]["energyhubd"]
+    assert instance["capabilities"] == "/etc/capabilities/energyhubd.json"
+    assert instance["jail"]["name"] == "energyhubd"
+    caps = _caps(router, ubus_json(router, "energyhub", "status")["daemon"]["pid"])
+    wanted = (1 << 10) | (1 << 12) | (1 << 13)  # NET_BIND_SERVICE, NET_ADMIN, NET_RAW
+    assert caps == {name: wanted for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+    # with exactly that set the daemon applied its table (and the tests below exercise reload,
+    # the DHCP plan through uci and dnsmasq's init script, drift repair and leases)
+    assert ubus_json(router, "energyhub", "status")["policy"]["state"] == "applied"
 
 
 def test_uci_commit_alone_does_not_reload_but_reload_config_does(router: OpenWrtRouter) -> None:

@@ -293,6 +293,9 @@ mkdir -p "$R/lib/netifd/proto"
 cp "$W/src/netifd/scripts/"*.sh "$R/lib/netifd/"
 cp -a "$W/src/firewall4/root/." "$R/"
 cp -a "$LABFILES/." "$R/"
+# The source dir is read-only (files 0444/0555); OpenWrt ships them writable by root (0644/0755).
+# Root without CAP_DAC_OVERRIDE (a jailed daemon) must still be able to commit /etc/config/*.
+chmod -R u+w "$R/etc" "$R/lib" "$R/sbin" "$R/usr/share" "$R/usr/lib/dnsmasq"
 # ujail resolves a jailed program's libraries itself (/lib, /lib64, /usr/lib and the dirs of
 # /etc/ld.so.conf); Debian's glibc and libraries live in the multiarch dirs.
 printf '/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n' >"$R/etc/ld.so.conf"
