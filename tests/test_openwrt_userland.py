@@ -99,6 +99,12 @@ def ubus_json(router: OpenWrtRouter, obj: str, method: str, args: dict[str, Any]
     return json.loads(proc.stdout or "{}")
 
 
+def try_status(router: OpenWrtRouter) -> dict[str, Any] | None:
+    """``energyhub status``, or None while the object is not (yet) registered."""
+    proc = router.run("ubus", "-t", "5", "call", "energyhub", "status", timeout=15)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
 def instance_pid(router: OpenWrtRouter, service: str) -> int | None:
     services = ubus_json(router, "service", "list", {"name": service})
     for instance in services.get(service, {}).get("instances", {}).values():
@@ -138,6 +144,23 @@ def test_procd_runs_the_daemon_from_its_init_script(router: OpenWrtRouter) -> No
         "/etc/config/energyhub",
     ]
     assert instance["respawn"] == {"threshold": 300, "timeout": 5, "retry": 10}
+
+
+def test_init_script_declarations_as_procd_holds_them(router: OpenWrtRouter) -> None:
+    listed = ubus_json(router, "service", "list", {"name": "energyhubd", "verbose": True})
+    service = listed["energyhubd"]
+    instance = service["instances"]["energyhubd"]
+    assert instance["term_timeout"] == 15
+    assert instance["env"] == {"PYTHONUNBUFFERED": "1"}
+    reload = ["run_script", "/etc/init.d/energyhubd", "reload"]
+    assert [
+        ["config.change", ["if", ["eq", "package", "energyhub"], reload], 1000],
+        ["interface.*", ["if", ["eq", "interface", "wan"], reload], 1000],
+    ] == service["triggers"]
+    # enabled the way the package's postinst does: after dnsmasq (19) and network (20)
+    links = router.run("ls", "/etc/rc.d").stdout.split()
+    assert "S60energyhubd" in links and "K10energyhubd" in links
+    assert links.index("S20network") < links.index("S60energyhubd")
 
 
 def test_ubus_call_energyhub_status(router: OpenWrtRouter) -> None:
@@ -414,3 +437,23 @@ def test_ntp_and_dns_fallback_reach_sysntpd_and_dnsmasq(router: OpenWrtRouter) -
     assert instance_pid(router, "sysntpd")
     conf = router.sh("cat /var/etc/dnsmasq.conf*").stdout
     assert f"server={DNS_FALLBACK}" in conf
+
+
+def test_without_ujail_the_daemon_runs_unjailed_with_root_capabilities(
+    router: OpenWrtRouter,
+) -> None:
+    # the init script's other branch (no procd-ujail package); last test: it changes the router
+    router.sh("rm /sbin/ujail && /etc/init.d/energyhubd restart", check=True)
+    pid = wait_until(
+        "the unjailed daemon answers",
+        lambda: (
+            (status := try_status(router))
+            and status["daemon"]["pid"] == instance_pid(router, "energyhubd")
+            and status["daemon"]["pid"]
+        ),
+        timeout=30,
+    )
+    services = ubus_json(router, "service", "list", {"name": "energyhubd"})
+    instance = services["energyhubd"]["instances"]["energyhubd"]
+    assert "jail" not in instance and "capabilities" not in instance
+    assert _caps(router, pid)["CapBnd"] == _caps(router, 1)["CapBnd"]
