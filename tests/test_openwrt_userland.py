@@ -176,6 +176,24 @@ def daemon_pid(router: OpenWrtRouter) -> int | None:
     return int(text) if proc.returncode == 0 and text.isdigit() else None
 
 
+def test_cli_arguments_checked_by_the_daemon_through_the_real_binding(
+    router: OpenWrtRouter,
+) -> None:
+    # the patched binding passes unknown keys on; the daemon names them
+    assert ubus_json(router, "energyhub", "status", {"colour": "red"}) == {
+        "error": "status: unknown argument 'colour' (accepted: none)",
+        "method": "status",
+    }
+    # the key rpcd adds to every LuCI call is accepted and never reaches a method
+    session = {"ubus_rpc_session": "0123456789abcdef0123456789abcdef"}
+    assert ubus_json(router, "energyhub", "status", session)["daemon"]["platform"] == "openwrt"
+    answer = ubus_json(router, "energyhub", "diagnose", {"timeout": 0})
+    assert answer["error"].startswith("diagnose: argument 'timeout'")
+    # the introspected signature lists the methods' own arguments
+    listing = router.run("ubus", "-v", "list", "energyhub", check=True).stdout
+    assert '"diagnose":{' in listing and "ubus_rpc_session" not in listing
+
+
 def test_kill_9_procd_respawns_and_the_object_comes_back(router: OpenWrtRouter) -> None:
     before = ubus_json(router, "energyhub", "status")["daemon"]["pid"]
     router.run("kill", "-9", str(before), check=True)
@@ -437,6 +455,22 @@ def test_ntp_and_dns_fallback_reach_sysntpd_and_dnsmasq(router: OpenWrtRouter) -
     assert instance_pid(router, "sysntpd")
     conf = router.sh("cat /var/etc/dnsmasq.conf*").stdout
     assert f"server={DNS_FALLBACK}" in conf
+
+
+def test_daemon_re_registers_after_ubusd_restart(router: OpenWrtRouter) -> None:
+    # near the end: rpcd does not re-register its objects (session, uci) on a new ubusd
+    before = int(router.run("pidof", "ubusd", check=True).stdout.split()[0])
+    daemon = ubus_json(router, "energyhub", "status")["daemon"]["pid"]
+    router.run("kill", "-9", str(before), check=True)  # procd restarts ubusd at once
+    status = wait_until(
+        "energyhub back on the new ubusd",
+        lambda: (
+            router.run("pidof", "ubusd").stdout.split() not in ([], [str(before)])
+            and try_status(router)
+        ),
+        timeout=30,
+    )
+    assert status["daemon"]["pid"] == daemon  # the same process reconnected
 
 
 def test_without_ujail_the_daemon_runs_unjailed_with_root_capabilities(
