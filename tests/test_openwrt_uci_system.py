@@ -181,7 +181,7 @@ def test_platform_sync_applies_each_package_once_and_only_when_changed(tmp_path:
                 mine = [c for c in stdin.splitlines() if c.split(" ")[1].startswith(path.name)]
                 path.write_text(render(uci_batch(package, mine)))
 
-    result = sync_platform(config, str(dhcp), str(system), run)
+    result = sync_platform(config, str(dhcp), str(system), run, network_file=None)
     assert result.dhcp == (
         "delete dhcp.@dnsmasq[0].server",
         "add_list dhcp.@dnsmasq[0].server='/corp.example/10.0.0.53'",
@@ -191,7 +191,7 @@ def test_platform_sync_applies_each_package_once_and_only_when_changed(tmp_path:
     assert ["/etc/init.d/dnsmasq", "reload"] in calls
     assert ["/etc/init.d/sysntpd", "restart"] in calls
     calls.clear()
-    again = sync_platform(config, str(dhcp), str(system), run)
+    again = sync_platform(config, str(dhcp), str(system), run, network_file=None)
     assert again.dhcp == () and again.system == () and calls == []
     # Missing files: everything is created.
     fresh = plan_changes(config, Package(), Package())

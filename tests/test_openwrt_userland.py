@@ -407,8 +407,8 @@ def _lease(router: OpenWrtRouter, *extra: str) -> str:
 
 
 def test_display_gets_200_from_dnsmasq_started_by_its_init_script(router: OpenWrtRouter) -> None:
-    pid = instance_pid(router, "dnsmasq")
-    assert pid, "dnsmasq is not a procd instance"
+    # the daemon's first apply reloads dnsmasq with its DHCP plan: wait for the instance
+    wait_until("dnsmasq runs as a procd instance", lambda: instance_pid(router, "dnsmasq"))
     conf = router.sh("cat /var/etc/dnsmasq.conf*").stdout
     assert "dhcp-range=" in conf and "dhcp-script=" in conf
     ip = _lease(router, "-x", "hostname:display")
@@ -442,6 +442,66 @@ def test_forward_allowed_by_fw4_and_our_table_together(router: OpenWrtRouter) ->
         capture_output=True, text=True,
     )  # fmt: skip
     assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def _wan_addresses(router: OpenWrtRouter) -> list[str]:
+    out = router.run("ip", "-4", "-o", "addr", "show", "dev", "wan").stdout
+    return [line.split()[3] for line in out.splitlines()]
+
+
+def test_wan_static_then_dhcp_through_netifd(router: OpenWrtRouter) -> None:
+    router.sh(
+        "uci set energyhub.wan.proto=static && uci set energyhub.wan.address=198.51.100.10/24"
+        " && uci set energyhub.wan.gateway=198.51.100.1"
+        " && uci add_list energyhub.wan.dns=198.51.100.1"
+        " && uci commit energyhub && reload_config",
+        check=True,
+    )
+    wait_until("netifd set the static WAN", lambda: _wan_addresses(router) == ["198.51.100.10/24"])
+    assert router.run("uci", "get", "network.wan.proto").stdout.strip() == "static"
+    assert router.run("uci", "get", "network.wan.gateway").stdout.strip() == "198.51.100.1"
+    status = wait_until(
+        "the daemon reports netifd's static WAN",
+        lambda: (
+            (s := try_status(router))
+            and s["wan"]["netifd"]["proto"] == "static"
+            and s["wan"]["netifd"]["addresses"]
+            and s
+        ),
+        timeout=30,
+    )
+    netifd = status["wan"]["netifd"]
+    assert netifd["addresses"] == ["198.51.100.10/24"]
+    assert netifd["gateway"] == "198.51.100.1" and netifd["dns"] == ["198.51.100.1"]
+    assert router.run("ip", "route", "show", "default").stdout.startswith(
+        "default via 198.51.100.1 dev wan"
+    )
+    # back to DHCP: the static options go, netifd's udhcpc gets a lease from the customer net
+    router.sh(
+        "uci set energyhub.wan.proto=dhcp && uci delete energyhub.wan.address"
+        " && uci delete energyhub.wan.gateway && uci delete energyhub.wan.dns"
+        " && uci commit energyhub && reload_config",
+        check=True,
+    )
+    addresses = wait_until(
+        "a DHCP address and no static one",
+        lambda: (a := _wan_addresses(router)) and "198.51.100.10/24" not in a and a,
+        timeout=30,
+    )
+    assert addresses[0].startswith("198.51.100.1") and addresses[0].endswith("/24")
+    for option in ("ipaddr", "netmask", "gateway", "dns"):
+        assert router.run("uci", "-q", "get", f"network.wan.{option}").returncode != 0
+    status = wait_until(
+        "the daemon reports the WAN up by DHCP (the interface trigger reloads it)",
+        lambda: (
+            (s := try_status(router))
+            and s["wan"]["netifd"]["proto"] == "dhcp"
+            and s["wan"]["netifd"]["addresses"] == addresses
+            and s
+        ),
+        timeout=30,
+    )
+    assert status["wan"]["netifd"]["up"] is True
 
 
 def test_ntp_and_dns_fallback_reach_sysntpd_and_dnsmasq(router: OpenWrtRouter) -> None:
