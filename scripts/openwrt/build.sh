@@ -25,13 +25,16 @@
 #   pyubus/ubus.cpython-*.so           python3-ubus (sdist 0.1.3 + the project's patch)
 #   sources.txt, log/, key
 # In rootfs/: OpenWrt's binaries in /usr/{bin,sbin} (+ /sbin, /bin links as the packages
-# install them), uhttpd + /usr/lib/uhttpd_ubus.so, python3 with /usr/lib/python3/dist-packages
-# (ubus, pyroute2, paho, nftables), OpenWrt base-files, firewall4, netifd scripts. Root's
-# password (rpcd login) is "energyhub-lab". The project itself is NOT in it: the boot helper
-# installs the package files into each run's overlay (so a code change needs no rebuild).
+# install them; procd with /sbin/ujail), uhttpd (/usr/sbin/uhttpd) + /usr/lib/uhttpd_ubus.so,
+# python3 with /usr/lib/python3/dist-packages (ubus, pyroute2, paho, nftables), OpenWrt
+# base-files, firewall4, netifd scripts, scripts/openwrt/files/ (the lab's sysntpd: chronyd -x).
+# Root's password (rpcd login '$p$root') is "energyhub-lab". The project itself is NOT in it:
+# the boot helper installs the package files into each run's overlay (no rebuild per change).
+# To run it on the host (e.g. uci): LD_LIBRARY_PATH=<dir>/rootfs/usr/lib <dir>/rootfs/usr/bin/uci
 #
-# Boot: see lab/energyhub_lab/openwrt.py (procd as PID 1 in new pid/mount/uts/ipc namespaces,
-# inside a network namespace, chrooted into an overlay of rootfs/).
+# Boot (Python): energyhub_lab.openwrt.OpenWrtRouter(prefix, run_dir).up() / .run(argv) /
+# .sh(script) / .down(): procd as PID 1 in new pid/mount/uts/ipc namespaces, inside netns
+# <prefix>-rtr, chrooted into an overlay of rootfs/; `energyhubd lab check --openwrt` uses it.
 set -eu
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 SRC=${ENERGYHUB_OPENWRT_SRC:-$REPO/../shared/openwrt-src}
@@ -351,4 +354,11 @@ rm -rf "$W/build" "$W/pyubus-src" "$W/pyubus-wheel" "$W/probe" "$W/probe.c"
 rm -rf "$OUT"
 mv "$W" "$OUT"
 ln -sfn "$KEY" "$CACHE/current"
+# Keep this build and the one before it (a router booted from it may still be running);
+# older keys and broken partial builds go. We hold the lock, so no build is in progress.
+ls -1dt "$CACHE"/*/ 2>/dev/null | sed 's:/$::' | while read -r d; do
+    case "$d" in */current) continue;; esac
+    echo "$d"
+done | tail -n +3 | while read -r d; do rm -rf "$d"; done
+rm -rf "$CACHE"/*.partial
 echo "$OUT"
