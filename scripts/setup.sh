@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES="nftables python3-nftables dnsmasq-base busybox udhcpc iproute2 \
 python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony \
-cmake build-essential pkg-config libjson-c-dev python3-dev util-linux libcap2-bin"
+patch xz-utils cmake build-essential pkg-config libjson-c-dev python3-dev util-linux libcap2-bin"
 
 missing=""
 for pkg in $APT_PACKAGES; do
@@ -51,11 +51,5 @@ make_venv() {
 make_venv .venv
 make_venv .venv-feed "pyroute2==0.7.9" "paho-mqtt==1.6.1"
 
-# The python `ubus` binding is built from PyPI's sdist (patched, against the libubus that
-# scripts/openwrt/build.sh compiles); fetched here once so that no test ever downloads.
-UBUS_SDIST_DIR=build/openwrt-dist
-if [ ! -f "$UBUS_SDIST_DIR/ubus-0.1.3.tar.gz" ]; then
-    mkdir -p "$UBUS_SDIST_DIR"
-    .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
-        "ubus==0.1.3" -d "$UBUS_SDIST_DIR"
-fi
+# Host tools and sources for the OpenWrt package build tests (cached, never fetched at test time).
+sh scripts/setup-openwrt-build.sh

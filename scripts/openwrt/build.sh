@@ -11,8 +11,8 @@
 #   ENERGYHUB_OPENWRT_SRC    source dir: OpenWrt tarballs <name>-<commit12>.tar.gz, base-files/
 #                            (default: ../shared/openwrt-src relative to the repository)
 #   ENERGYHUB_OPENWRT_CACHE  cache dir (default: <repo>/build/openwrt, ignored by git)
-#   ENERGYHUB_UBUS_SDIST     PyPI sdist ubus-0.1.3.tar.gz (default: <repo>/build/openwrt-dist/,
-#                            put there by scripts/setup.sh; nothing is downloaded here)
+#   ENERGYHUB_UBUS_SDIST     PyPI sdist ubus-0.1.3.tar.gz (default: <repo>/.cache/openwrt-build/dl/,
+#                            put there by scripts/setup-openwrt-build.sh; nothing is downloaded here)
 #   ENERGYHUB_OPENWRT_PYTHON python used to build the ubus binding and whose site-packages give
 #                            pyroute2/paho-mqtt (default: <repo>/.venv-feed/bin/python, the feed
 #                            versions; else <repo>/.venv/bin/python)
@@ -39,8 +39,9 @@ set -eu
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 SRC=${ENERGYHUB_OPENWRT_SRC:-$REPO/../shared/openwrt-src}
 CACHE=${ENERGYHUB_OPENWRT_CACHE:-$REPO/build/openwrt}
-SDIST=${ENERGYHUB_UBUS_SDIST:-$REPO/build/openwrt-dist/ubus-0.1.3.tar.gz}
-PATCH=$REPO/openwrt-package/python-ubus-patches/100-lenient-signature.patch
+SDIST=${ENERGYHUB_UBUS_SDIST:-$REPO/.cache/openwrt-build/dl/ubus-0.1.3.tar.gz}
+# the python3-ubus-energyhub package's patches, applied in order as OpenWrt's build does
+PATCHES=$REPO/openwrt-package/python3-ubus-energyhub/patches
 PY=${ENERGYHUB_OPENWRT_PYTHON:-}
 if [ -z "$PY" ]; then
     PY=$REPO/.venv-feed/bin/python
@@ -72,7 +73,7 @@ compute_key() {
         sha256sum <"$SELF"
         (cd "$LABFILES" && find . -type f | LC_ALL=C sort | xargs sha256sum)
         [ -f "$SDIST" ] && sha256sum <"$SDIST"
-        sha256sum <"$PATCH"
+        cat "$PATCHES"/*.patch | sha256sum
         dpkg-query -W $DEBIAN_BINARIES 2>/dev/null || true
         sp=$(site_packages)
         ls "$sp" | grep -E '^(pyroute2|paho_mqtt)-.*info$' || true
@@ -186,7 +187,9 @@ cmake_build uhttpd 0 "-Wno-stringop-overread" -DTLS_SUPPORT=OFF -DLUA_SUPPORT=OF
 t=$(date +%s)
 mkdir -p "$W/pyubus-src" "$W/pyubus"
 tar -xzf "$SDIST" -C "$W/pyubus-src" --strip-components 1
-(cd "$W/pyubus-src" && patch -p1 <"$PATCH") >"$W/log/pyubus.log" 2>&1 || die "ubus patch does not apply"
+for p in "$PATCHES"/*.patch; do
+    (cd "$W/pyubus-src" && patch -p1 <"$p") >>"$W/log/pyubus.log" 2>&1 || die "$(basename "$p") does not apply"
+done
 if ! (cd "$W/pyubus-src" && CFLAGS="-I$STAGE/usr/include" LDFLAGS="-L$STAGE/usr/lib" \
         "$PY" -m pip wheel -q --no-build-isolation --no-deps --no-index -w "$W/pyubus-wheel" .) \
         >>"$W/log/pyubus.log" 2>&1; then

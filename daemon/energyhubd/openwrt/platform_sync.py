@@ -17,7 +17,6 @@ from pathlib import Path
 from energyhubd.config.model import Config
 from energyhubd.openwrt import uci_dhcp, uci_network, uci_system
 from energyhubd.openwrt.uci import Package, parse
-from energyhubd.outbound.settings import OutboundSettings
 
 DHCP_FILE = "/etc/config/dhcp"
 SYSTEM_FILE = "/etc/config/system"
@@ -48,8 +47,7 @@ def plan_changes(
     config: Config, dhcp: Package, system: Package, network: Package | None = None
 ) -> SyncResult:
     """Pure: what ``sync_platform`` would apply to these packages (no network: WAN left)."""
-    settings = config.outbound if isinstance(config.outbound, OutboundSettings) else None
-    servers = (settings or OutboundSettings()).ntp_servers
+    servers = config.outbound.ntp_servers
     dhcp_commands = uci_dhcp.dhcp_changes(dhcp, uci_dhcp.plan_from_lan(config.lan))
     dhcp_commands += uci_dhcp.dns_changes(dhcp, [str(a) for a in config.dns_fallback])
     wan = uci_network.wan_changes(network, config.wan) if network is not None else []
