@@ -30,7 +30,7 @@ import signal
 import subprocess
 import time
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,13 +319,3 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
-
-
-@contextlib.contextmanager
-def booted(prefix: str, run_dir: Path, **kwargs: object) -> Iterator[OpenWrtRouter]:
-    router = OpenWrtRouter(prefix=prefix, run_dir=run_dir, **kwargs)  # type: ignore[arg-type]
-    router.up()
-    try:
-        yield router
-    finally:
-        router.down()
