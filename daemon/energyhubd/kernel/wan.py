@@ -9,7 +9,8 @@ outbound checks read them. Address changes reach the daemon as netlink events, l
 
 Switching ``wan.proto`` from static to dhcp removes the static address (and with it the routes
 through it); switching to static stops the client, and ``kernel.apply`` sets the address.
-On OpenWrt netifd owns the WAN; this part only reports it.
+On OpenWrt netifd owns the WAN (``openwrt.platform_sync`` writes ``network.wan``); this part
+only reports it, with netifd's own view (``network.interface.wan status``).
 """
 
 from __future__ import annotations
@@ -169,6 +170,10 @@ class Wan:
         facts = self.netlink.wan_state(config.wan.device).as_dict()
         if self.client is not None:
             facts["client"] = self.client.status()
+        if config.platform == "openwrt":  # netifd runs the WAN there: its own view
+            from energyhubd.openwrt.uci_network import wan_status
+
+            facts["netifd"] = wan_status()
         return facts
 
     def _stop(self) -> None:
