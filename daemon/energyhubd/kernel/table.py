@@ -92,7 +92,7 @@ class Table:
         """
         started = time.monotonic()
         normal = nft.normalise(ruleset)
-        digest = nft.digest(ruleset)
+        digest = nft.normal_digest(normal)
         s = self.state
         if s.applied_normal is not None and normal == s.desired_normal:
             changed = False

@@ -259,5 +259,10 @@ def rule_counters(listing: Json) -> dict[str, int]:
 
 def digest(ruleset: Json) -> str:
     """Short stable fingerprint of a ruleset's behaviour, for status and health."""
-    text = json.dumps(normalise(ruleset), sort_keys=True, separators=(",", ":"))
+    return normal_digest(normalise(ruleset))
+
+
+def normal_digest(normal: Json) -> str:
+    """``digest`` of a ruleset already in normal form."""
+    text = json.dumps(normal, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
