@@ -254,10 +254,13 @@ def parse_document(obj: Any, source: str = "") -> model.Config:
     fallback: tuple[ipaddress.IPv4Address, ...] = model.DEFAULT_DNS_FALLBACK_ADDRS
     if "fallback" in dns:
         fallback = _unique_addresses(c, dns.get("fallback"), "dns.fallback")
-    control = c.obj(doc.get("control"), "control", {"socket"})
+    control = c.obj(doc.get("control"), "control", {"socket", "ubus_socket"})
     socket_path = c.string(control.get("socket"), "control.socket", model.DEFAULT_SOCKET)
     if not socket_path.startswith("/"):
         c.fail("control.socket", f"{_show(socket_path)} must be an absolute path")
+    ubus_socket = c.string(control.get("ubus_socket"), "control.ubus_socket", "") or None
+    if ubus_socket is not None and not ubus_socket.startswith("/"):
+        c.fail("control.ubus_socket", f"{_show(ubus_socket)} must be an absolute path")
 
     sections: dict[str, Any] = {}
     for key, target in SECTION_PARSERS.items():
@@ -285,6 +288,7 @@ def parse_document(obj: Any, source: str = "") -> model.Config:
         egress_mode=egress_mode,
         dns_fallback=fallback,
         control_socket=socket_path,
+        ubus_socket=ubus_socket,
         inventory=sections["inventory"],
         portal=sections["portal"],
         outbound=sections["outbound"],

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import certinfo, dnswire, sntp
+from . import certinfo, dnswire, reasons, sntp
 from .settings import OutboundSettings
 
 # Every row a run produces, one per flow the network document requires (see docs/outbound.md).
@@ -60,6 +60,7 @@ class Row:
             "passed": self.passed,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
             "reason": self.reason,
+            **reasons.explain(self.passed, self.reason),  # "code", "params": for translations
             "detail": dict(self.detail),
         }
 
