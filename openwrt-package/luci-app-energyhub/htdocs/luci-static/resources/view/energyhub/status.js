@@ -266,10 +266,11 @@ return view.extend({
 			var unknown = d.role == 'unknown';
 			var roleText = (d.role == 'display') ? _('Display') : (d.role == 'unit') ? _('Unit') : _('Unknown device');
 			var attrs = { 'data-role': d.role, 'data-mac': d.mac, 'data-present': d.present ? 'true' : 'false' };
-			if (unknown)
+			/* a stranger on the switch now is red; one that has left stays listed, amber */
+			if (unknown && d.present)
 				attrs.style = 'background-color: rgba(220, 53, 69, 0.15)';
 			rows.push(row([
-				unknown ? label('danger', roleText) : roleText,
+				unknown ? label(d.present ? 'danger' : 'warning', roleText) : roleText,
 				d.name || d.hostname || '-',
 				d.ip || '-',
 				d.mac,
