@@ -311,6 +311,31 @@ def test_installer_runs_the_diagnostics_again_from_the_page(stack: Stack) -> Non
 
 
 @pytest.mark.netns
+def test_installer_opens_and_closes_the_tunnel_from_the_page(stack: Stack) -> None:
+    def tunnel() -> dict[str, Any]:
+        return dict(call(stack.site.socket, "status")["outbound"]["tunnel"])
+
+    assert tunnel()["state"] == "idle"
+    page = stack.open("installer")
+    try:
+        page.js("document.getElementById('energyhub-tunnel-open').click(); true")
+        stack.rig.wait(lambda: tunnel()["state"] != "idle", "the tunnel did not open")
+        assert tunnel().get("expires_at")
+        # The page re-reads the status after the call: it shows when the tunnel closes.
+        assert page.wait(
+            "!!document.querySelector('#energyhub-tunnel tr[data-key=tunnel-expires]')"
+        )
+        page.js("document.getElementById('energyhub-tunnel-close').click(); true")
+        stack.rig.wait(lambda: tunnel()["state"] == "idle", "the tunnel did not close")
+        assert page.wait(
+            "!document.querySelector('#energyhub-tunnel tr[data-key=tunnel-expires]')", 15
+        )
+        assert page.errors() == []
+    finally:
+        page.close()
+
+
+@pytest.mark.netns
 def test_page_says_plainly_when_the_daemon_is_not_running(stack: Stack) -> None:
     # Last in this module: it stops the lab's daemon.
     pid = stack.site.daemon_pid()
