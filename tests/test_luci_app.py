@@ -37,6 +37,7 @@ LOGINS = {
         "write": ["luci-app-energyhub-admin"],
     },
     "support": {"read": ["unauthenticated", "luci-base", "luci-app-energyhub"]},
+    "guest": {"read": ["unauthenticated", "luci-base"]},  # a LuCI login without the app
 }
 
 
@@ -278,6 +279,18 @@ def test_support_login_sees_the_state_but_no_buttons(stack: Stack) -> None:
 
 
 @pytest.mark.netns
+def test_login_without_the_app_group_is_told_so(stack: Stack) -> None:
+    page = stack.browser.page("en")
+    try:
+        page.goto(stack.rig.url(stack.rig.login("guest")))
+        assert page.wait("!!document.getElementById('energyhub-unavailable')")
+        assert page.js("document.getElementById('energyhub-unavailable').dataset.kind") == "denied"
+        assert shows(texts(page, "#energyhub-unavailable")[0], "may not read")
+    finally:
+        page.close()
+
+
+@pytest.mark.netns
 def test_page_polls_the_daemon_at_most_every_five_seconds(stack: Stack) -> None:
     page = stack.open("support")
     try:
@@ -349,5 +362,8 @@ def test_page_says_plainly_when_the_daemon_is_not_running(stack: Stack) -> None:
         assert page.js("document.getElementById('energyhub-unavailable').dataset.kind") == "down"
         assert shows(texts(page, "#energyhub-unavailable")[0], "is not running")
         stack.screenshot(page, "luci-daemon-down.png")
+        # The open page comes back by itself with the daemon (its next poll).
+        stack.site.start_daemon()
+        assert page.wait("!!document.getElementById('energyhub-devices')", 30)
     finally:
         page.close()
