@@ -1,15 +1,15 @@
 #!/bin/sh
 # Idempotent set-up for a fresh Debian 12 machine (run as root):
-# system packages the lab and the tests drive for real (chromium: the LuCI app's browser
-# test, tests/test_luci_app.py, drives it headless), then the
+# system packages the lab and the tests drive for real, then the
 # virtual environments (.venv with the newest libraries, .venv-feed with the
 # OpenWrt feed versions pyroute2 0.7.9 and paho-mqtt 1.6.1).
 set -eu
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="nftables python3-nftables dnsmasq-base busybox udhcpc iproute2 \
-python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony \
-chromium"
+python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony"
+# The LuCI app's browser test (tests/test_luci_app.py) drives Debian's chromium headless.
+APT_PACKAGES="$APT_PACKAGES chromium"
 
 missing=""
 for pkg in $APT_PACKAGES; do
