@@ -43,14 +43,18 @@ def openwrt_src() -> Path:
     return Path(os.environ.get("ENERGYHUB_OPENWRT_SRC", REPO.parent / "shared" / "openwrt-src"))
 
 
+class BuildError(Exception):
+    """The project's OpenWrt build failed: a test failure, never a reason to skip."""
+
+
 def openwrt_build() -> tuple[Path | None, str]:
-    """The build dir of the project's OpenWrt userland, or (None, why not)."""
+    """The build dir of the project's OpenWrt userland, or (None, why it is not there)."""
     if BUILD_SCRIPT.exists():
         proc = subprocess.run(
             ["sh", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=1800
         )
         if proc.returncode != 0:
-            return None, f"scripts/openwrt/build.sh failed: {proc.stderr.strip()[-500:]}"
+            raise BuildError(f"scripts/openwrt/build.sh failed: {proc.stderr.strip()[-800:]}")
         return Path(proc.stdout.strip().splitlines()[-1]), ""
     # Before the openwrt branch is merged: a build dir of that script made elsewhere.
     given = os.environ.get("ENERGYHUB_OPENWRT_BUILD")
