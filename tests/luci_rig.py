@@ -267,11 +267,18 @@ exec sleep infinity
         self.wait(lambda: self.socket.exists(), "ubusd made no socket")
         self.spawn("rpcd", [f"{usr}/sbin/rpcd", "-s", sock])
         self.wait(lambda: self.has_object("session"), "rpcd registered no session object")
-        self.spawn(
-            "luci-features",
-            [sys.executable, str(Path(__file__).parent / "luci_features.py"), sock],
-            env={"PYTHONPATH": f"{INSIDE_BUILD}/pyubus"},
-        )
+        # A plain ubus client like the lab's daemon: it runs outside the mount namespace (its
+        # interpreter and this file may live below the /tmp that is hidden in there).
+        stand_in = Path(__file__).parent / "luci_features.py"
+        with open(s / "luci-features.log", "ab") as log:
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(stand_in), str(self.socket)],
+                    env={**os.environ, **self.python_env},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         self.wait(lambda: self.has_object("luci"), "no luci object")
         self.spawn(
             "uhttpd",
