@@ -89,6 +89,14 @@ def test_acl_and_menu() -> None:
     assert entry["depends"]["acl"] == ["luci-app-energyhub"]
 
 
+def test_makefile_follows_luci_mk() -> None:
+    """luci.mk installs htdocs/, root/ and po/ by convention: the Makefile only declares."""
+    text = (luci_rig.APP / "Makefile").read_text()
+    assert "include $(TOPDIR)/feeds/luci/luci.mk" in text
+    assert re.search(r"^LUCI_DEPENDS:=.*\+energyhubd", text, re.M)
+    assert "# call BuildPackage - OpenWrt buildroot signature" in text
+
+
 def test_po_parser_handles_continuations_context_and_escapes() -> None:
     text = (
         'msgid ""\nmsgstr "Language: sv\\n"\n\n'

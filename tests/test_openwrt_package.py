@@ -35,8 +35,12 @@ def install_lines(makefile: Path) -> list[tuple[str, Path | None, str]]:
     return rows
 
 
-def test_both_packages_exist() -> None:
-    assert [m.parent.name for m in MAKEFILES] == ["energyhubd", "python3-nftables-binding"]
+def test_the_packages_exist() -> None:
+    assert [m.parent.name for m in MAKEFILES] == [
+        "energyhubd",
+        "luci-app-energyhub",
+        "python3-nftables-binding",
+    ]
 
 
 @pytest.mark.parametrize("makefile", MAKEFILES, ids=lambda p: p.parent.name)

@@ -233,7 +233,7 @@ return view.extend({
 				' ', _('version %s, %s').format(cfg.version != null ? cfg.version : '-', when(policy.last_apply))
 			] ],
 			[ 'drift', _('Repairs of outside changes'), String(policy.drift_repairs || 0) ],
-			[ 'portal', _('Ferroamp portal'), portal.enabled === false ? _('not used') : [
+			[ 'portal', _('Ferroamp portal'), !portal.enabled ? _('not used') : [
 				portal.connected ? label('success', _('connected')) : label('danger', _('not connected')),
 				' ', portal.connected ? _('since %s').format(when(portal.connected_since)) : (portal.last_reason || '')
 			] ],
