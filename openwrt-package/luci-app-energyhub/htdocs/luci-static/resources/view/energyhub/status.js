@@ -191,8 +191,9 @@ return view.extend({
 		if ((inv.unknown || {}).count > 0)
 			out.push(_('%d unknown device(s) on the EnergyHub network.').format(inv.unknown.count));
 		(diag.rows || []).forEach(function(r) {
-			if (!r.passed)
-				out.push(_('%s fails.').format(flowName(r.flow)));
+			var line = _('%s fails.').format(flowName(r.flow));
+			if (!r.passed && out.indexOf(line) < 0)  /* two NTP servers: one line */
+				out.push(line);
 		});
 		if (portal.enabled && !portal.connected)
 			out.push(_('No connection to the Ferroamp portal.'));
