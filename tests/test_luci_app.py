@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from energyhub_lab import netns
 from energyhub_lab.site import Client, Site
 from energyhubd.control.client import call
 from tests import cdp, luci_rig
@@ -352,6 +353,41 @@ def test_installer_opens_and_closes_the_tunnel_from_the_page(stack: Stack) -> No
             "!document.querySelector('#energyhub-tunnel tr[data-key=tunnel-expires]')", 15
         )
         assert page.errors() == []
+    finally:
+        page.close()
+
+
+@pytest.mark.netns
+def test_a_healthy_site_is_green_at_a_glance(stack: Stack) -> None:
+    # The customer's IT opened the firewall and the stranger was unplugged.
+    assert stack.site.internet is not None
+    stack.site.internet.clear()
+    address = stack.site.address_of(stack.site.ns(STRANGER.name), "eth0")
+    assert address
+    stack.site.remove_client(STRANGER.name)
+
+    def gone() -> bool:
+        # Someone talks to it (the daemon probes quiet devices the same way, slower).
+        netns.ns_run(stack.site.router, ["ping", "-c", "1", "-W", "1", address], check=False)
+        return call(stack.site.socket, "status")["inventory"]["unknown"]["count"] == 0
+
+    stack.rig.wait(gone, "the stranger is still counted", timeout=30)
+    assert call(stack.site.socket, "diagnose", {"timeout": 60}, timeout=75)["passed"]
+    page = stack.open("support", "sv")
+    try:
+        assert page.js("document.getElementById('energyhub-verdict').dataset.healthy") == "true"
+        assert texts(page, "#energyhub-verdict") == ["Anläggningen mår bra."]
+        left = texts(page, "#energyhub-devices tr[data-role=unknown]")
+        assert len(left) == 1 and shows(left[0], "frånkopplad")  # listed, no longer red
+        assert (
+            page.js(
+                "document.querySelector('#energyhub-devices tr[data-role=unknown]')"
+                ".style.backgroundColor"
+            )
+            == ""
+        )
+        assert page.errors() == []
+        stack.screenshot(page, "luci-status-healthy-sv.png")
     finally:
         page.close()
 

@@ -252,7 +252,10 @@ return view.extend({
 		    rows = [];
 
 		function state(d) {
-			return d.present ? label('success', _('online')) : label('danger', _('offline'));
+			if (d.present)
+				return label('success', _('online'));
+			/* a missing display or unit is a problem; a stranger that left is not */
+			return (d.role == 'unknown') ? _('offline') : label('danger', _('offline'));
 		}
 
 		var displays = devices.filter(function(d) { return d.role == 'display'; });
