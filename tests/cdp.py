@@ -155,6 +155,7 @@ class Browser:
             os.killpg(self.proc.pid, 9)
             self.proc.wait(5)
         os.close(self._write_fd)
+        os.close(self._read_fd)  # the reader has seen EOF (or sees EBADF) and ends
 
 
 class Page:
