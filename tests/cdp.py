@@ -83,7 +83,8 @@ class Browser:
         self._events: list[dict[str, Any]] = []
         self._closed = False
         self._cv = threading.Condition()
-        threading.Thread(target=self._read, name="cdp-reader", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="cdp-reader", daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         buffer = b""
@@ -155,7 +156,10 @@ class Browser:
             os.killpg(self.proc.pid, 9)
             self.proc.wait(5)
         os.close(self._write_fd)
-        os.close(self._read_fd)  # the reader has seen EOF (or sees EBADF) and ends
+        # Chromium is gone, so the reader sees EOF; only then may its fd number be reused.
+        self._reader.join(5)
+        if not self._reader.is_alive():
+            os.close(self._read_fd)
 
 
 class Page:
