@@ -29,7 +29,7 @@ def _socket_path(args: argparse.Namespace) -> str:
         return str(args.socket)
     from energyhubd import paths
     from energyhubd.config.errors import ConfigError
-    from energyhubd.config.load import load_file
+    from energyhubd.configfile import load_file
 
     path = args.config or paths.default_config_path()
     if path:

@@ -15,7 +15,6 @@ from pathlib import Path
 from energyhubd.config.model import Config
 from energyhubd.openwrt import uci_dhcp, uci_system
 from energyhubd.openwrt.uci import Package, parse
-from energyhubd.outbound.settings import OutboundSettings
 
 DHCP_FILE = "/etc/config/dhcp"
 SYSTEM_FILE = "/etc/config/system"
@@ -40,8 +39,7 @@ def _read(path: str) -> Package:
 
 def plan_changes(config: Config, dhcp: Package, system: Package) -> SyncResult:
     """Pure: what ``sync_platform`` would apply to these packages."""
-    settings = config.outbound if isinstance(config.outbound, OutboundSettings) else None
-    servers = (settings or OutboundSettings()).ntp_servers
+    servers = config.outbound.ntp_servers
     dhcp_commands = uci_dhcp.dhcp_changes(dhcp, uci_dhcp.plan_from_lan(config.lan))
     dhcp_commands += uci_dhcp.dns_changes(dhcp, [str(a) for a in config.dns_fallback])
     return SyncResult(tuple(dhcp_commands), tuple(uci_system.ntp_changes(system, servers)))
