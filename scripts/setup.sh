@@ -10,7 +10,7 @@ BROWSER_PACKAGES="chromium"
 
 APT_PACKAGES="nftables python3-nftables dnsmasq-base busybox udhcpc iproute2 \
 python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony \
-patch xz-utils"
+patch xz-utils cmake build-essential pkg-config libjson-c-dev python3-dev util-linux libcap2-bin"
 
 missing=""
 for pkg in $APT_PACKAGES $BROWSER_PACKAGES; do

@@ -61,7 +61,7 @@ def invoke(
     if _use_ubus(args):
         from energyhubd.control.ubus_client import call_ubus
 
-        return call_ubus(method, params or {})
+        return call_ubus(method, params or {}, timeout)
     return call(_socket_path(args), method, params, timeout=timeout)
 
 

@@ -573,6 +573,10 @@ class Daemon:
             **self.netlink.wan_state(config.wan.device).as_dict(),
             "proto": config.wan.proto,
         }
+        if config.platform == "openwrt":  # netifd runs the WAN there: its own view
+            from energyhubd.openwrt.uci_network import wan_status
+
+            status["wan"]["netifd"] = wan_status()
         dhcp = config.lan.dhcp
         server: dict[str, Any] = {"kind": "system dnsmasq (UCI)"}
         if config.platform == "linux":
