@@ -8,8 +8,9 @@
                   <-- energyhubd of a lab site (object ``energyhub``, control.ubus_socket)
 
 ubusd, rpcd and uhttpd come from the project's OpenWrt build (``scripts/openwrt/build.sh``,
-its ``stage/usr``) and run in a private mount namespace: overlays on /etc and /usr (their
-upper layers in the scratch directory), fresh tmpfs on /run and /tmp. The scratch directory
+the ``openwrt_build`` fixture; its ``stage/usr``) and run in a private mount namespace:
+overlays on /etc and /usr (their upper layers in the scratch directory), fresh tmpfs on /run
+and /tmp. The scratch directory
 is visible inside as /tmp/rig and the build as /tmp/owrt; the ubus socket is a path in the
 scratch directory, so the lab's daemon (in its network namespace, outside this mount
 namespace) reaches the same ubusd. The docroot is what OpenWrt installs to /www: LuCI's
@@ -33,7 +34,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "openwrt-package" / "luci-app-energyhub"
-BUILD_SCRIPT = REPO / "scripts" / "openwrt" / "build.sh"
 PASSWORD = "energyhub-test"
 INSIDE_SCRATCH = "/tmp/rig"
 INSIDE_BUILD = "/tmp/owrt"
@@ -41,26 +41,6 @@ INSIDE_BUILD = "/tmp/owrt"
 
 def openwrt_src() -> Path:
     return Path(os.environ.get("ENERGYHUB_OPENWRT_SRC", REPO.parent / "shared" / "openwrt-src"))
-
-
-class BuildError(Exception):
-    """The project's OpenWrt build failed: a test failure, never a reason to skip."""
-
-
-def openwrt_build() -> tuple[Path | None, str]:
-    """The build dir of the project's OpenWrt userland, or (None, why it is not there)."""
-    if BUILD_SCRIPT.exists():
-        proc = subprocess.run(
-            ["sh", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=1800
-        )
-        if proc.returncode != 0:
-            raise BuildError(f"scripts/openwrt/build.sh failed: {proc.stderr.strip()[-800:]}")
-        return Path(proc.stdout.strip().splitlines()[-1]), ""
-    # Before the openwrt branch is merged: a build dir of that script made elsewhere.
-    given = os.environ.get("ENERGYHUB_OPENWRT_BUILD")
-    if given:
-        return Path(given), ""
-    return None, "scripts/openwrt/build.sh is not in this tree (it comes with the openwrt branch)"
 
 
 # -- translations ----------------------------------------------------------------------------
