@@ -1,6 +1,7 @@
 """Start the control transports that serve one method table: the local socket always, and
-on OpenWrt the ubus object ``energyhub`` too. Each runs on its own thread (see their modules)
-and only reads the published snapshot or hands work to the loop (``call_on_loop``)."""
+on OpenWrt (or with ``control.ubus_socket``) the ubus object ``energyhub`` too. Each runs on
+its own thread (see their modules) and only reads the published snapshot or hands work to the
+loop (``call_on_loop``)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,12 @@ def start_transports(config: Config, methods: MethodTable) -> list[Callable[[], 
     from energyhubd.control.socket_server import ControlServer
 
     servers: list[Any] = [ControlServer(config.control_socket, methods)]
-    if config.platform == "openwrt" and ubus_transport.available():
-        servers.append(ubus_transport.UbusTransport(methods))
-    elif config.platform == "openwrt":
+    # ``control.ubus_socket`` serves ubus on another platform too (the lab's LuCI test runs a
+    # real ubusd beside a Linux-platform daemon).
+    wanted = config.platform == "openwrt" or config.ubus_socket is not None
+    if wanted and ubus_transport.available():
+        servers.append(ubus_transport.UbusTransport(methods, socket_path=config.ubus_socket))
+    elif wanted:
         log.warning("python3-ubus is not installed: no ubus object, socket only")
     for server in servers:
         server.start()
