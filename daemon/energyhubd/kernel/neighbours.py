@@ -26,10 +26,8 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl.ndmsg import ndmsg
-
 from ..inventory.neighbour import NeighbourUpdate, state_name
+from .rtnl import IPRoute, ndmsg
 
 __all__ = ["NeighbourUpdate", "NeighbourWatcher"]
 

@@ -10,8 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from .rtnl import IPRoute, NetlinkError
 
 AF_INET = 2
 
