@@ -18,8 +18,7 @@ HEAVY = ["sqlite3", "pyroute2.ndb", "pyroute2.ipdb", "pyroute2.nslink", "http.cl
 
 def loaded_after(code: str) -> dict[str, bool]:
     probe = (
-        f"{code}\nimport json, sys\n"
-        f"print(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))"
+        f"{code}\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
