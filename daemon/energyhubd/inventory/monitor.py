@@ -116,6 +116,7 @@ class InventoryMonitor:
             events += self.registry.apply_vendor_class(mac, vendor_class, now)
         events += self.registry.apply_leases(snapshot, now)
         self._publish(events)
+        self._schedule_maintenance()
         self.on_change()
 
     def _on_neighbours(self) -> None:
@@ -124,13 +125,20 @@ class InventoryMonitor:
         for update in self.neighbours.drain():
             events += self.registry.apply_neighbour(update, now)
         self._publish(events)
+        self._schedule_maintenance()
         if events:
             self.on_change()
 
     def _schedule_maintenance(self) -> None:
-        self._maintenance = self.loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
+        """Arm the maintenance timer unless it is armed or there is nothing to maintain.
+
+        An empty LAN needs no minute timer: the next lease or neighbour event arms it again.
+        """
+        if self._maintenance is None and self.registry.needs_maintenance():
+            self._maintenance = self.loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
 
     def _maintain(self) -> None:
+        self._maintenance = None
         now = time.time()
         events = self.registry.expire(now)
         for ip in self.registry.probe_candidates(now):

@@ -324,6 +324,14 @@ class DeviceRegistry:
         self._refresh_addresses()
         return events
 
+    def needs_maintenance(self) -> bool:
+        """Can ``expire``/``probe_candidates`` ever find work? Not on an empty LAN: no present
+        device to re-check, no lease to expire, nobody waiting out the lease grace."""
+        return bool(self._awaiting) or any(
+            d.present or d.lease_ip is not None or d.neigh_ip is not None
+            for d in self._devices.values()
+        )
+
     def probe_candidates(self, now: float, quiet_for: float = PROBE_QUIET_S) -> list[str]:
         """Addresses the daemon should ``NeighbourWatcher.probe`` now.
 
