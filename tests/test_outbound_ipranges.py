@@ -111,3 +111,13 @@ def test_a_refused_file_leaves_no_objects_behind() -> None:
     assert kept - before < 16 * 1024
     # The decoded text is the peak; the twelve thousand entries never are all alive at once.
     assert peak - before < 3 * len(refused)
+
+
+def test_kept_prefixes_do_not_cache_derived_addresses() -> None:
+    """collapse_addresses (run again by the egress compiler) must not grow what is kept."""
+    nets = parse_ip_ranges(synthetic_ip_ranges(entries=500, s3_region=50))
+    assert list(ipaddress.collapse_addresses(nets)) == nets
+    for net in nets:
+        assert set(vars(net)) == {"network_address", "netmask", "_prefixlen"}
+        assert net.broadcast_address == ipaddress.IPv4Network(str(net)).broadcast_address
+        assert net.hostmask == ipaddress.IPv4Network(str(net)).hostmask
