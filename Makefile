@@ -21,10 +21,21 @@ lint: setup
 typecheck: setup
 	scripts/typecheck.sh
 
+# Every benchmark on the newest libraries and on the OpenWrt feed versions; each prints its
+# figures beside a floor measured in the same run. The installed size comes from
+# bench/footprint.py where that exists.
+BENCH_VENVS := .venv .venv-feed
+BENCHES := run portal inventory leases allowlist
+
 bench: setup
-	$(PY) bench/run.py
-	$(PY) bench/portal.py
-	$(PY) bench/inventory.py
+	@for venv in $(BENCH_VENVS); do \
+	  for b in $(BENCHES); do \
+	    echo "== $$venv: bench/$$b.py"; \
+	    $$venv/bin/python bench/$$b.py || exit 1; \
+	  done; \
+	done
+	@if [ -f bench/footprint.py ]; then $(PY) bench/footprint.py; \
+	else echo "bench/footprint.py not present: installed size not measured"; fi
 
 lab-up: setup
 	$(VENV)/bin/energyhubd lab up

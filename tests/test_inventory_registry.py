@@ -469,3 +469,15 @@ def test_static_address_squatting_in_the_pool_is_unknown_after_the_grace() -> No
     events = registry.expire(T0 + 6)
     assert kinds(events) == ["device_joined", "unknown_device"]
     assert events[1].data["mac"] == STRANGER
+
+
+def test_maintenance_is_needed_only_while_there_is_something_to_maintain() -> None:
+    registry, full = site()
+    assert not registry.needs_maintenance()  # empty LAN: no minute timer
+    registry.apply_leases(full, T0)
+    assert registry.needs_maintenance()  # leases to expire, devices to re-check
+    registry.apply_leases(snap(), T0 + 1)
+    registry.expire(T0 + 2)
+    assert registry.needs_maintenance() is any(d["present"] for d in registry.devices())
+    registry.apply_neighbour(NeighbourUpdate("192.168.254.230", STRANGER, "reachable"), T0 + 3)
+    assert registry.needs_maintenance()  # a pool address awaiting its lease (grace)
