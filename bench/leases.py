@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from energyhubd.config.sections.inventory import InventorySettings
 from energyhubd.inventory import monitor
 from energyhubd.inventory.leases import Lease, read_lease_file
 from energyhubd.inventory.registry import DeviceRegistry
-from energyhubd.inventory.settings import InventorySettings
 
 POOL = ("10.1.0.10", "10.1.255.250")
 TARGET_EVENT_MS = 1.0
