@@ -388,7 +388,7 @@ def reload_growth(pid: int, directory: Path, reloads: int) -> dict[str, Any]:
 
 
 def bench_daemon(
-    prefix: str, starts: int, settle: float, idle: float, reloads: int
+    prefix: str, starts: int, settle: float, idle: float, reloads: int = 0
 ) -> dict[str, Any]:
     startup: list[float] = []
     floors: list[tuple[float, int]] = []
