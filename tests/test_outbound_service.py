@@ -21,9 +21,11 @@ from energyhubd.control.methods import MethodError
 from energyhubd.control.render import render_diagnose, render_outbound
 from energyhubd.control.status import build_method_table
 from energyhubd.loop import EventLoop
+from energyhubd.outbound import diagnostics as outbound_diagnostics
 from energyhubd.outbound import service as outbound_service
 from energyhubd.outbound.diagnose import Row
-from energyhubd.outbound.service import OutboundService, read_nameservers, wan_dns_servers
+from energyhubd.outbound.inputs import read_nameservers, wan_dns_servers
+from energyhubd.outbound.service import OutboundService
 from energyhubd.policy import egress, nft
 
 T = TypeVar("T")
@@ -92,8 +94,8 @@ def make_service(
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(outbound_service, "STARTUP_DELAY", 3600.0)
-    monkeypatch.setattr(outbound_service, "MIN_GAP", 0.5)
+    monkeypatch.setattr(outbound_diagnostics, "STARTUP_DELAY", 3600.0)
+    monkeypatch.setattr(outbound_diagnostics, "MIN_GAP", 0.5)
 
 
 def test_requests_during_a_run_share_it_and_later_ones_keep_a_gap(

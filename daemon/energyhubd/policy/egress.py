@@ -309,7 +309,7 @@ def drop_counters(counters: Mapping[str, int]) -> dict[str, dict[str, int]]:
 class EgressInputs:
     """What the allowlist needs that takes I/O to learn, handed to the pure compiler as data.
 
-    The daemon side (``outbound.service``) reads the WAN's DNS servers, resolves the broker
+    The daemon side (``outbound.learner``) reads the WAN's DNS servers, resolves the broker
     name and parses ``ip-ranges.json``; the compiler only copies these into set elements.
     Set contents are not part of ``policy.nft.normalise``: new inputs never replace the table.
     """
