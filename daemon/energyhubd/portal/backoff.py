@@ -1,19 +1,25 @@
-"""Reconnect delays: capped exponential backoff with jitter.
+"""Reconnect delays: capped exponential backoff with full jitter, reset only after a held link.
 
-Fleet lesson (obuspa): uncapped backoff makes thousands of sites recover slowly after broker
-maintenance, and un-jittered backoff makes them all reconnect in the same second. Formula
-("equal jitter"), attempt ``n`` counting from 0 after the last successful connection::
+Fleet lessons: uncapped backoff makes thousands of sites recover slowly after broker
+maintenance (obuspa); a first retry inside one second makes a whole fleet return in the same
+second after a broker blip; and resetting the backoff at CONNACK lets a site that is kicked
+right after connecting (two routers with one identity) reconnect every second forever.
+
+Formula ("full jitter"), attempt ``n`` counting from 0 after the last connection that HELD::
 
     base  = min(cap, initial * 2**n)
-    delay = base / 2 + random() * base / 2        # uniform in [base/2, base]
+    delay = floor + random() * (base - floor)      # uniform in [floor, base]
 
-so a delay is never above ``cap`` and never below half of ``base`` (no hot reconnect loop).
+``floor`` (0.5 s, or ``base`` when that is smaller) only prevents a hot loop; the spread over
+``[floor, initial]`` of the very first retry is what keeps a fleet from arriving together.
 """
 
 from __future__ import annotations
 
 import random as _random
 from collections.abc import Callable
+
+FLOOR = 0.5
 
 
 class Backoff:
@@ -36,9 +42,10 @@ class Backoff:
     def next_delay(self) -> float:
         """Delay before the next attempt; advances the attempt counter."""
         base = self.base()
+        floor = min(FLOOR, base)
         self.attempt += 1
-        return base / 2 + self._rand() * base / 2
+        return floor + self._rand() * (base - floor)
 
     def reset(self) -> None:
-        """Called after a successful connection: the next failure retries quickly again."""
+        """Called once a connection has held (see ``PortalLink``): retry quickly again."""
         self.attempt = 0

@@ -90,10 +90,12 @@ class PortalRunner:
             loop.post,
             software_version=__version__,
             applied_version=self._running_version,
+            applied_epoch=self._applied_epoch,
             on_state=self._on_state,
             on_desired=self._on_desired,
             on_round_trip=self._on_round_trip,
             on_command=self._on_command if command is not None else None,
+            state_dir=str(Path(state_dir) / "portal"),
         )
         self._unsubscribe = events.subscribe(self._on_event)
 
@@ -107,6 +109,10 @@ class PortalRunner:
             return pushed
         version = (self.status().get("config") or {}).get("version")
         return version if isinstance(version, int) else None
+
+    def _applied_epoch(self) -> int:
+        """Called from the MQTT thread: a plain int read."""
+        return self.controller.machine.epoch
 
     # -- life cycle -----------------------------------------------------------------------
     def recover(self) -> bool:

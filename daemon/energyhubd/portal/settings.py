@@ -37,10 +37,17 @@ class PortalSettings:
     keepalive: int = 60
     health_interval: float = 300.0
     confirm_window: float = 90.0
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    queue_size: int = 500
-    max_push_bytes: int = 65536
+    # The first retry is spread over [0.5, backoff_initial] s: with 20 s a fleet returning
+    # after a broker blip arrives at about 5 % per second (docs/fleet.md).
+    backoff_initial: float = 20.0
+    backoff_max: float = 120.0
+    backoff_reset_after: float = 30.0  # the backoff resets only after a connection held this long
+    will_delay: int = 30  # MQTT 5 Will Delay: a takeover or short blip shows no false offline
+    # A fresh-connection confirm first waits a random time up to this, and never more than a
+    # quarter of confirm_window, so a push to a whole fleet does not reconnect it in one second.
+    fresh_confirm_delay: float = 20.0
+    queue_size: int = 500  # events (and command results) kept while offline
+    max_push_bytes: int = 131072  # AWS IoT Core's message limit is 128 KiB
     max_push_depth: int = 32
 
 
@@ -61,8 +68,12 @@ _KEYS: dict[str, tuple[str, float | None, float | None]] = {
     "confirm_window": ("num", 10, 3600),
     "backoff_initial": ("num", 0.1, 300),
     "backoff_max": ("num", 1, 3600),
+    "backoff_reset_after": ("num", 1, 3600),
+    "will_delay": ("int", 0, 3600),
+    "fresh_confirm_delay": ("num", 0, 1800),
     "queue_size": ("int", 1, 100000),
-    "max_push_bytes": ("int", 256, 16 * 1024 * 1024),
+    # 1 MiB: EMQX's default retained-message limit; larger pushes would not even be stored.
+    "max_push_bytes": ("int", 256, 1024 * 1024),
     "max_push_depth": ("int", 4, 256),
 }
 
