@@ -21,8 +21,8 @@ from energyhubd.portal import confirm as cm
 from energyhubd.portal.backoff import Backoff
 from energyhubd.portal.outbox import Outbox, OutMessage
 from energyhubd.portal.push import (
-    EMPTY,
     APPLY,
+    EMPTY,
     IGNORE,
     NOOP,
     REJECT,
@@ -134,7 +134,9 @@ def test_backoff_full_jitter_from_floor_to_base() -> None:
 
 
 @given(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 80), st.floats(0.1, 300))
-def test_property_backoff_delay_within_floor_and_cap(r: float, attempts: int, initial: float) -> None:
+def test_property_backoff_delay_within_floor_and_cap(
+    r: float, attempts: int, initial: float
+) -> None:
     b = Backoff(initial, max(initial, 120.0), rand=lambda: r)
     b.attempt = attempts
     base = b.base()

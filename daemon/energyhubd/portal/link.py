@@ -64,6 +64,10 @@ UNSUPPORTED_PROTOCOL = (0x01, 0x84)  # CONNACK: 3.1.1 "unacceptable version" / 5
 SHORT_SESSIONS_FOR_CONFLICT = 3  # consecutive broker-closed sessions that did not hold
 
 IDLE_WAIT_MAX = 30.0  # seconds the link thread sleeps at most on a quiet connection
+# No answer to config/get (the portal was restarting, a cluster lost it): ask again after
+# this, doubling up to DESIRED_RETRY_MAX, so a site is never left without its desired state.
+DESIRED_RETRY = 30.0
+DESIRED_RETRY_MAX = 960.0
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,8 @@ class PortalLink:
         self._taken_over = False
         self._sub_mid: int | None = None
         self._want_desired = False  # send config/get (after the SUBACK)
+        self._desired_due: float | None = None  # ask again then, unless an answer came
+        self._desired_wait = DESIRED_RETRY
         self._resync: list[Any] = []  # ids of resync commands to answer
         self._short_sessions = 0
         self._takeovers = 0
@@ -414,6 +420,8 @@ class PortalLink:
         self._ping_mid = None
         self._sub_mid = None
         self._want_desired = False
+        self._desired_due = None
+        self._desired_wait = DESIRED_RETRY
         protocol = self._protocol
         try:
             client = self._connect(protocol)
@@ -608,6 +616,8 @@ class PortalLink:
         wait = min(IDLE_WAIT_MAX, max(1.0, self.settings.keepalive / 4))
         if not self._held:
             wait = min(wait, self._connected_at + self.settings.backoff_reset_after - now)
+        if self._desired_due is not None:
+            wait = min(wait, self._desired_due - now)
         with self._slot_lock:
             if self._ping_fresh:
                 wait = min(wait, self._fresh_at - now)
@@ -633,6 +643,9 @@ class PortalLink:
         if token is not None:
             info = client.publish(self.topics.ping, dumps({"token": token}), qos=1)
             self._ping_mid = (info.mid, token)
+        if self._desired_due is not None and time.monotonic() >= self._desired_due:
+            self._want_desired = True
+            self._desired_wait = min(DESIRED_RETRY_MAX, self._desired_wait * 2)
         if self._want_desired:
             self._want_desired = False
             self._request_desired(client)
@@ -674,6 +687,8 @@ class PortalLink:
         """Ask the portal for the desired state (docs/mqtt.md ``config/get``). The answer comes
         on ``config/desired`` (MQTT 5: named as Response Topic, with Correlation Data)."""
         correlation = secrets.token_hex(8)
+        # Jittered so the retries of a fleet that lost its portal do not line up.
+        self._desired_due = time.monotonic() + self._desired_wait * (0.5 + self._rand() / 2)
         try:
             applied = self._applied_version()
             epoch = self._applied_epoch() if self._applied_epoch is not None else None
@@ -713,7 +728,9 @@ class PortalLink:
     def _cb_connect(self, client: mqtt.Client, _userdata: object, *args: Any) -> None:
         rc = _rc_value(args[1]) if len(args) >= 2 else -1
         if rc != 0:
-            self._refused = f"CONNACK refused: {args[1]} ({rc})"
+            # paho 1.6 on 3.1.1 passes a bare int: name it; ReasonCode objects name themselves.
+            text = args[1] if hasattr(args[1], "value") else mqtt.connack_string(rc)
+            self._refused = f"CONNACK refused: {text} ({rc})"
             return
         self._session_ok = True
         self._connected_at = time.monotonic()
@@ -740,6 +757,7 @@ class PortalLink:
 
     def _cb_message(self, _client: mqtt.Client, _userdata: object, msg: Any) -> None:
         if msg.topic == self.topics.desired and self._on_desired is not None:
+            self._desired_due = None  # answered (or pushed): no need to ask again
             payload = bytes(msg.payload)
             callback = self._on_desired
             self._emit(lambda: callback(payload))
