@@ -303,7 +303,7 @@ def test_takeover_within_will_delay_shows_no_false_offline_and_conflict_is_repor
     s = settings_for(pki, broker.port, will_delay=5, backoff_reset_after=2.0)
     link, daemon = make_link(s)
     try:
-        for round_ in range(3):
+        for _ in range(3):
             assert daemon.run_until(lambda: daemon.connected, timeout=30)
             twin = _twin(pki, broker.port)
             up = threading.Event()
