@@ -25,6 +25,7 @@ bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/portal.py
 	$(PY) bench/inventory.py
+	$(PY) bench/fleet.py
 
 lab-up: setup
 	$(VENV)/bin/energyhubd lab up
