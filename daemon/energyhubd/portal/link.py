@@ -465,8 +465,11 @@ class PortalLink:
         """Backoff and identity-conflict bookkeeping for a session that had its CONNACK."""
         if self._held or reason in (RECONNECT_TO_VERIFY, "stopped"):
             return
-        # Closed by the broker before the connection held: do not reset the backoff, and
-        # count it: several in a row (or MQTT 5 "session taken over") mean a twin site.
+        # Ended before the connection held: the backoff is not reset. Closed BY THE BROKER
+        # (not a keepalive timeout of a flapping WAN) several times in a row, or MQTT 5
+        # "session taken over", means another site uses our identity.
+        if not (self._taken_over or reason.startswith(("read failed", "session taken over"))):
+            return
         self._short_sessions += 1
         if self._taken_over:
             self._takeovers += 1
