@@ -241,7 +241,7 @@ class Site:
     def _state(self, state: LinkState) -> None:
         self.states.append(state)
         if state.connected and state.reason == "connected":
-            self.connects.append(time.monotonic())
+            self.connects.append(state.at)  # the link thread's CONNACK time, not the queue's
         self.controller.on_link_state(state)
 
     @property

@@ -32,7 +32,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -79,6 +79,7 @@ class LinkState:
     retry_in: float | None = None  # seconds until the next attempt (when not connected)
     dropped: int = 0  # events lost to the bounded queue, reported once
     session: int | None = None  # the session number of the birth (when connected)
+    at: float = field(default_factory=time.monotonic)  # when it happened, on the link thread
 
 
 class _PinnedNameContext(ssl.SSLContext):
@@ -442,8 +443,12 @@ class PortalLink:
     def _before_connack(self, reason: str, protocol: str) -> str:
         """Name a failure after the transport was up but before CONNACK; fall back to MQTT
         3.1.1 when the broker refused (or silently dropped) our MQTT 5 CONNECT."""
+        # Only a refusal or a close BY THE BROKER counts: a CONNACK timeout of a busy broker
+        # must not downgrade a site to 3.1.1 (and lose the Will Delay) for the whole run.
+        closed = reason.startswith(("read failed", "socket closed"))
         refused_v5 = protocol == "5" and (
-            any(f"({code})" in self._refused for code in UNSUPPORTED_PROTOCOL) or not self._refused
+            any(f"({code})" in self._refused for code in UNSUPPORTED_PROTOCOL)
+            or (closed and not self._refused)
         )
         if refused_v5 and self.settings.mqtt_version == "5":
             self._protocol = "3.1.1"
