@@ -52,9 +52,9 @@ import paho.mqtt.client as mqtt
 import trustme
 
 from energyhub_lab.portal import PortalStandIn
+from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.portal.controller import PushController
 from energyhubd.portal.link import LinkState, PortalLink
-from energyhubd.portal.settings import PortalSettings
 from energyhubd.portal.store import ConfigStore
 from energyhubd.portal.topics import mosquitto_acl
 

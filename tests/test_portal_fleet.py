@@ -22,8 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from energyhub_lab.portal import PortalStandIn
+from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.portal.link import PortalLink
-from energyhubd.portal.settings import PortalSettings
 from energyhubd.portal.topics import DEVICE_PUBLISHES, DEVICE_SUBSCRIBES, mosquitto_acl
 from tests.portal_broker import (
     DEVICE,

@@ -37,10 +37,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from energyhubd.config.sections.portal import PortalSettings
+
 from .backoff import Backoff
 from .outbox import Outbox, OutMessage
 from .session import SessionCounter
-from .settings import PortalSettings
 from .topics import (
     Topics,
     birth_payload,
