@@ -12,13 +12,13 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from energyhubd.config.model import Config
 from energyhubd.inventory.events import EventStream
-from energyhubd.inventory.leases import read_lease_file
+from energyhubd.inventory.leases import Lease, read_lease_file
 from energyhubd.inventory.registry import DeviceRegistry
 from energyhubd.inventory.sanitize import safe_text
 from energyhubd.kernel.dnsmasq import vendor_class_dir
@@ -73,6 +73,8 @@ class InventoryMonitor:
         self.filewatch = FileWatch(lease_file)
         self.neighbours = NeighbourWatcher(config.lan.device)
         self.lease_reads = 0
+        self._lease_lines: dict[bytes, Lease] = {}  # parse cache: only changed lines parsed
+        self._vendor = VendorClasses(vendor_class_dir(lease_file))
         self._lease_timer: Timer | None = None
         self._maintenance: Timer | None = None
         loop.add_reader(self.filewatch, self._on_lease_file)
@@ -94,7 +96,7 @@ class InventoryMonitor:
 
     def read_leases(self) -> None:
         self._lease_timer = None
-        snapshot = read_lease_file(self.lease_file)
+        snapshot = read_lease_file(self.lease_file, self._lease_lines)
         self.lease_reads += 1
         if snapshot.rejected_count:
             log.warning(
@@ -104,10 +106,11 @@ class InventoryMonitor:
             )
         now = time.time()
         events = []
-        for mac, vendor_class in read_vendor_classes(vendor_class_dir(self.lease_file)).items():
+        for mac, vendor_class in self._vendor.read().items():
             events += self.registry.apply_vendor_class(mac, vendor_class, now)
         events += self.registry.apply_leases(snapshot, now)
         self._publish(events)
+        self._schedule_maintenance()
         self.on_change()
 
     def _on_neighbours(self) -> None:
@@ -116,13 +119,20 @@ class InventoryMonitor:
         for update in self.neighbours.drain():
             events += self.registry.apply_neighbour(update, now)
         self._publish(events)
+        self._schedule_maintenance()
         if events:
             self.on_change()
 
     def _schedule_maintenance(self) -> None:
-        self._maintenance = self.loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
+        """Arm the maintenance timer unless it is armed or there is nothing to maintain.
+
+        An empty LAN needs no minute timer: the next lease or neighbour event arms it again.
+        """
+        if self._maintenance is None and self.registry.needs_maintenance():
+            self._maintenance = self.loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
 
     def _maintain(self) -> None:
+        self._maintenance = None
         now = time.time()
         events = self.registry.expire(now)
         for ip in self.registry.probe_candidates(now):
@@ -146,14 +156,17 @@ class InventoryMonitor:
             self.events.publish_all(events)
 
     # -- answers ------------------------------------------------------------------------
-    def live_addresses(self) -> dict[str, str]:
-        """MAC -> current address of every device that is present."""
-        result = {}
-        for device in self.registry.devices():
-            ip = self.registry.address_of(device["mac"])
-            if ip:
-                result[device["mac"]] = ip
-        return result
+    def live_addresses(self) -> Mapping[str, str]:
+        """MAC -> current address of every device that is present (a lazy view)."""
+        return self.registry.live_addresses()
+
+    def status(self) -> dict[str, Any]:
+        """The ``inventory`` part of status."""
+        return {
+            **self.registry.summary(),
+            "lease_file": self.lease_file,
+            "lease_reads": self.lease_reads,
+        }
 
     def close(self) -> None:
         for timer in (self._lease_timer, self._maintenance):
@@ -165,6 +178,41 @@ class InventoryMonitor:
 
 
 MAX_VENDOR_FILES = 1024
+# A directory changed this recently may change again within the file system's time stamp
+# granularity without its mtime moving: such a listing is not trusted for the next read.
+RECENT_NS = 50_000_000
+
+
+def present_addresses(registry: DeviceRegistry) -> dict[str, str]:
+    """MAC -> current address of every present device (``DeviceRegistry.address_of``)."""
+    return registry.present_addresses()
+
+
+class VendorClasses:
+    """``read_vendor_classes`` again only when the directory changed.
+
+    The hook replaces a MAC's file by rename, which moves the directory's mtime; so an
+    unchanged (inode, mtime) means unchanged contents, and a lease event with a thousand
+    remembered clients costs one ``stat`` instead of a thousand file reads.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._seen: tuple[int, int] | None = None
+        self._found: dict[str, str] = {}
+
+    def read(self) -> dict[str, str]:
+        try:
+            st = os.stat(self.directory)
+        except OSError:
+            self._seen, self._found = None, {}
+            return self._found
+        identity = (st.st_ino, st.st_mtime_ns)
+        if identity != self._seen:
+            self._found = read_vendor_classes(self.directory)
+            recent = time.time_ns() - st.st_mtime_ns < RECENT_NS
+            self._seen = None if recent else identity
+        return self._found
 
 
 def read_vendor_classes(directory: Path) -> dict[str, str]:
@@ -191,3 +239,26 @@ def read_vendor_classes(directory: Path) -> dict[str, str]:
         if text:
             found[mac] = text
     return found
+
+
+def follow(
+    current: InventoryMonitor | None,
+    loop: EventLoop,
+    config: Config,
+    events: EventStream,
+    on_change: Callable[[], None],
+) -> InventoryMonitor | None:
+    """The monitor for ``config``: the current one reconfigured, or a new one when the lease
+    file moved. None (logged) when it cannot be started."""
+    lease_file = lease_file_for(config)
+    if current is not None and current.lease_file != lease_file:
+        current.close()
+        current = None
+    if current is not None:
+        current.reconfigure(config)
+        return current
+    try:
+        return InventoryMonitor(loop, config, lease_file, events, on_change)
+    except OSError as exc:
+        log.error("device inventory not started: %s", exc)
+        return None

@@ -69,6 +69,7 @@ IDLE_WAIT_MAX = 30.0  # seconds the link thread sleeps at most on a quiet connec
 # this, doubling up to DESIRED_RETRY_MAX, so a site is never left without its desired state.
 DESIRED_RETRY = 30.0
 DESIRED_RETRY_MAX = 960.0
+KEEPALIVE_SLACK = 0.05  # wake this much after paho's keepalive deadline, never before it
 
 
 @dataclass(frozen=True)
@@ -592,7 +593,7 @@ class PortalLink:
                 readable = True
                 writable = client.want_write()
             else:
-                readable, writable = self._wait(sock, client.want_write(), self._idle_wait())
+                readable, writable = self._wait(sock, client.want_write(), self._idle_wait(client))
             if readable:
                 rc = client.loop_read()
                 if rc != mqtt.MQTT_ERR_SUCCESS:
@@ -610,19 +611,27 @@ class PortalLink:
             return "session taken over by another client with our identity"
         return reason
 
-    def _idle_wait(self) -> float:
+    def _idle_wait(self, client: mqtt.Client | None = None) -> float:
         """How long the link thread may sleep with nothing to read, write or send.
 
         Everything the daemon hands over wakes it through the pipe, so the timeout only has
-        to serve paho's keepalive bookkeeping (``loop_misc``), the backoff-reset moment and a
-        jittered fresh-connection confirm. A quarter of the keepalive sends each PINGREQ at
-        most that much late, well inside the broker's 1.5x allowance. Before CONNACK and
-        while stopping it stays short, for the deadlines checked in ``_serve``.
+        to serve paho's keepalive bookkeeping (``loop_misc``): sleep until paho's own
+        deadline (a keepalive after the last packet out or in, read from the client as
+        paho 1.6 and 2.x keep it), so an idle link wakes once per keepalive to send the
+        PINGREQ and once for the PINGRESP; should that bookkeeping not be readable, a quarter
+        of the keepalive. Earlier for the backoff-reset moment, a ``config/get`` retry and a
+        jittered fresh-connection confirm. Before CONNACK and while stopping it stays short,
+        for the deadlines checked in ``_serve``.
         """
         if not self._session_ok or self._stop.is_set():
             return 1.0
         now = time.monotonic()
-        wait = min(IDLE_WAIT_MAX, max(1.0, self.settings.keepalive / 4))
+        keepalive = float(self.settings.keepalive)
+        due = _keepalive_due(client, keepalive)
+        if due is None:
+            wait = min(IDLE_WAIT_MAX, max(1.0, keepalive / 4))
+        else:
+            wait = min(keepalive, max(0.0, due - now)) + KEEPALIVE_SLACK
         if not self._held:
             wait = min(wait, self._connected_at + self.settings.backoff_reset_after - now)
         if self._desired_due is not None:
@@ -806,3 +815,16 @@ def _resync_id(payload: bytes) -> tuple[Any] | None:
     if isinstance(doc, dict) and doc.get("method") == "resync":
         return (doc.get("id"),)
     return None
+
+
+def _keepalive_due(client: object, keepalive: float) -> float | None:
+    """When paho's ``loop_misc`` next acts on the keepalive (monotonic clock), if readable.
+
+    paho 2.x compares ``_last_msg_out`` and ``_last_bytes_received``, 1.6 ``_last_msg_out``
+    and ``_last_msg_in``, with ``time.monotonic()``; the first of them plus the keepalive.
+    """
+    out = getattr(client, "_last_msg_out", None)
+    received = getattr(client, "_last_bytes_received", getattr(client, "_last_msg_in", None))
+    if not isinstance(out, float) or not isinstance(received, float):
+        return None
+    return min(out, received) + keepalive
