@@ -26,6 +26,7 @@ bench: setup
 	$(PY) bench/portal.py
 	$(PY) bench/inventory.py
 	$(PY) bench/fleet.py
+	$(PY) bench/fleet_cluster.py
 
 lab-up: setup
 	$(VENV)/bin/energyhubd lab up

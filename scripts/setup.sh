@@ -7,7 +7,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="nftables python3-nftables dnsmasq-base busybox udhcpc iproute2 \
-python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony"
+python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony \
+rabbitmq-server"
 
 missing=""
 for pkg in $APT_PACKAGES; do
@@ -23,6 +24,14 @@ fi
 # mosquitto's Debian service is not ours to run; the tests start their own brokers.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
     systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+# Nor is RabbitMQ's (bench/fleet_cluster.py starts its own 2-node cluster under a temporary
+# directory with its own epmd port); a machine with SysV init gets the same.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet rabbitmq-server 2>/dev/null; then
+    systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/rabbitmq-server ] && command -v update-rc.d >/dev/null 2>&1; then
+    /etc/init.d/rabbitmq-server stop >/dev/null 2>&1 || true
+    update-rc.d rabbitmq-server disable >/dev/null 2>&1 || true
 fi
 
 # The official libnftables ctypes binding ships only as Debian's python3-nftables;
