@@ -25,6 +25,8 @@ bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/portal.py
 	$(PY) bench/inventory.py
+	$(PY) bench/config.py
+	$(PY) bench/footprint.py
 	$(PY) bench/fleet.py
 	$(PY) bench/fleet_cluster.py
 

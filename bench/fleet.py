@@ -52,9 +52,9 @@ import paho.mqtt.client as mqtt
 import trustme
 
 from energyhub_lab.portal import PortalStandIn
+from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.portal.controller import PushController
 from energyhubd.portal.link import LinkState, PortalLink
-from energyhubd.portal.settings import PortalSettings
 from energyhubd.portal.store import ConfigStore
 from energyhubd.portal.topics import mosquitto_acl
 
@@ -241,7 +241,7 @@ class Site:
     def _state(self, state: LinkState) -> None:
         self.states.append(state)
         if state.connected and state.reason == "connected":
-            self.connects.append(time.monotonic())
+            self.connects.append(state.at)  # the link thread's CONNACK time, not the queue's
         self.controller.on_link_state(state)
 
     @property
@@ -252,13 +252,13 @@ class Site:
 class Observer:
     """The portal's monitoring side: a persistent session collecting events."""
 
-    def __init__(self, pki: Pki, port: int) -> None:
+    def __init__(self, ctx: ssl.SSLContext, port: int) -> None:
         kwargs: dict[str, Any] = {"client_id": "bench-observer", "clean_session": False}
         api = getattr(mqtt, "CallbackAPIVersion", None)
         if api is not None:
             kwargs["callback_api_version"] = api.VERSION2
         self.client = mqtt.Client(**kwargs)
-        self.client.tls_set_context(pki.context("portal"))
+        self.client.tls_set_context(ctx)
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(1, 2)
         self.events: set[tuple[str, str, int]] = set()
@@ -286,6 +286,77 @@ class Observer:
         self.client.loop_stop()
 
 
+def portal_child(argv: list[str]) -> int:
+    """The portal side in its own process: the reference stand-in answering ``config/get``
+    and the observer counting events. Its own process because paho waits with
+    ``select()``: after a broker restart its new sockets would get descriptor numbers above
+    the thousands the links hold, beyond what ``select()`` accepts. Commands are JSON lines
+    on stdin, answers JSON lines on stdout."""
+    ca, cert, key, port = argv[0], argv[1], argv[2], int(argv[3])
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.load_cert_chain(cert, key)
+    desired: dict[str, bytes] = {}
+    portal = PortalStandIn("localhost", port, ctx, desired.get, client_id="bench-portal")
+    observer = Observer(ctx, port)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["op"] == "set":
+            for device, payload in cmd["docs"].items():
+                desired[device] = payload.encode()
+                if cmd.get("push"):
+                    portal.push(device, desired[device])
+            answer: dict[str, Any] = {"ok": True}
+        elif cmd["op"] == "stats":
+            with observer.lock:
+                events = len(observer.events)
+            answer = {"answered": portal.answered, "events": events}
+        else:
+            break
+        print(json.dumps(answer), flush=True)
+    portal.close()
+    observer.close()
+    return 0
+
+
+class PortalProcess:
+    def __init__(self, pki: Pki, port: int) -> None:
+        cert, key = pki.clients["portal"]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--portal-child",
+               str(pki.ca), str(cert), str(key), str(port)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        if self._read().get("ready") is not True:
+            raise RuntimeError("portal process did not start")
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("portal process ended")
+        return dict(json.loads(line))
+
+    def call(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def set(self, docs: dict[str, bytes], push: bool) -> None:
+        self.call(op="set", docs={k: v.decode() for k, v in docs.items()}, push=push)
+
+    def stats(self) -> dict[str, Any]:
+        return self.call(op="stats")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call(op="quit")
+        with contextlib.suppress(Exception):
+            self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
 def wait(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -311,11 +382,12 @@ class Fleet:
             site.link.start()
 
     def stop(self) -> None:
-        for site in self.sites:
-            site.link._stop.set()  # all at once, then join each
-            site.link._wake()
-        for site in self.sites:
-            site.link.stop(timeout=10)
+        # In parallel: one by one, each clean stop's DISCONNECT flush would add up.
+        threads = [threading.Thread(target=s.link.stop, args=(10,)) for s in self.sites]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
         self.disp.stop()
 
     def all_connected(self) -> bool:
@@ -348,14 +420,13 @@ class Fleet:
             "busiest_second_sites": round(busiest_share(times, n) * n),
         }
 
-    def push(self, portal: PortalStandIn, desired: dict[str, bytes], version: int,
-             doc: dict[str, Any], timeout: float = 600) -> dict[str, Any]:  # fmt: skip
+    def push(self, portal: PortalProcess, version: int, doc: dict[str, Any],
+             timeout: float = 600) -> dict[str, Any]:  # fmt: skip
         n = len(self.sites)
+        docs = {s.name: json.dumps({"version": version, "device_id": s.name, **doc}).encode()
+                for s in self.sites}  # fmt: skip
         t0 = time.monotonic()
-        for site in self.sites:
-            payload = json.dumps({"version": version, "device_id": site.name, **doc}).encode()
-            desired[site.name] = payload
-            portal.push(site.name, payload)
+        portal.set(docs, push=True)
         done = wait(lambda: all(version in s.confirmed for s in self.sites), timeout)
         latencies = [s.confirmed[version] - t0 for s in self.sites if version in s.confirmed]
         reconnects = self.connects_since(t0)
@@ -411,18 +482,14 @@ def run(n: int, baseline_n: int, log: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {"sites": n}
     broker: Broker | None = None
     fleet: Fleet | None = None
-    portal: PortalStandIn | None = None
-    observer: Observer | None = None
+    portal: PortalProcess | None = None
     try:
         log(f"certificates for {n + baseline_n} sites ...")
         pki = Pki(work, n + baseline_n, "eh-")
         (work / "broker").mkdir()
         broker = Broker(pki, work / "broker")
         broker.start()
-        desired: dict[str, bytes] = {}
-        portal = PortalStandIn("localhost", broker.port, pki.context("portal"), desired.get,
-                               client_id="bench-portal")  # fmt: skip
-        observer = Observer(pki, broker.port)
+        portal = PortalProcess(pki, broker.port)
         floor_tls = tls_floor(pki, broker.port, "eh-00000", 200)
         out["floor_tls_handshake_ms"] = round(floor_tls * 1000, 2)
         out["floor_thread_kib"] = round(thread_floor_kib(min(n, 500)), 1)
@@ -436,8 +503,9 @@ def run(n: int, baseline_n: int, log: Callable[[str], None]) -> dict[str, Any]:
         out["connect_all_ok"] = ok
         out["connect_all_floor_s"] = round(floor_tls * n, 2)
         # Every site asked for its desired state and got the answer "none".
-        wait(lambda: len(portal.requests) >= n, 120)
-        out["desired_requests_answered"] = portal.answered
+        portal_ = portal
+        wait(lambda: portal_.stats()["answered"] >= n, 120, 1.0)
+        out["desired_requests_answered"] = portal_.stats()["answered"]
         out["memory_per_link_kib"] = round((rss_kib() - rss0) / n, 1)
         log(f"connect-all {out['connect_all_s']} s; memory {out['memory_per_link_kib']} KiB/link")
 
@@ -455,26 +523,27 @@ def run(n: int, baseline_n: int, log: Callable[[str], None]) -> dict[str, Any]:
 
         out["outage_10s"] = fleet.outage(broker, 10.0, publish_events)
         expected = n * per_site
-        wait(lambda: len(observer.events) >= expected, 120)
+        wait(lambda: portal_.stats()["events"] >= expected, 120, 1.0)
         out["events_published"] = expected
-        out["events_lost"] = expected - len(observer.events)
+        out["events_lost"] = expected - portal_.stats()["events"]
         log(f"10 s outage: {out['outage_10s']}; events lost {out['events_lost']}")
 
         wait(fleet.all_held, HOLD + 120)
-        out["push_wan"] = fleet.push(portal, desired, 1, {"wan": {"proto": "dhcp", "mtu": 1500}})
+        out["push_wan"] = fleet.push(portal, 1, {"wan": {"proto": "dhcp", "mtu": 1500}})
         log(f"push (fresh confirm): {out['push_wan']}")
-        out["push_lan"] = fleet.push(portal, desired, 2, {"wan": {"proto": "dhcp", "mtu": 1500},
-                                                          "lan": {"lease": "12h"}})  # fmt: skip
+        lan = {"wan": {"proto": "dhcp", "mtu": 1500}, "lan": {"lease": "12h"}}
+        out["push_lan"] = fleet.push(portal, 2, lan)
         log(f"push (live confirm): {out['push_lan']}")
 
         # Broker restart with an empty store while the desired state changes: nothing
         # retained anywhere, every site must get version 3 by asking the portal.
         wait(fleet.all_held, HOLD + 120)
         broker.stop(signal.SIGKILL, wipe=True)
-        for site in fleet.sites:
-            desired[site.name] = json.dumps({"version": 3, "device_id": site.name,
-                                             "wan": {"proto": "dhcp", "mtu": 1500},
-                                             "lan": {"lease": "6h"}}).encode()  # fmt: skip
+        docs = {s.name: json.dumps({"version": 3, "device_id": s.name,
+                                    "wan": {"proto": "dhcp", "mtu": 1500},
+                                    "lan": {"lease": "6h"}}).encode()
+                for s in fleet.sites}  # fmt: skip
+        portal.set(docs, push=False)  # the portal's state changes; nothing is published
         t_up = time.monotonic()
         broker.start()
         synced = wait(lambda: all(3 in s.confirmed for s in fleet.sites), 900)  # type: ignore[union-attr]
@@ -501,15 +570,13 @@ def run(n: int, baseline_n: int, log: Callable[[str], None]) -> dict[str, Any]:
             out["baseline_outage_1s"] = old.outage(broker, 1.0)
             wait(old.all_connected, 120)
             time.sleep(2)
-            out["baseline_push_wan"] = old.push(portal, desired, 11, {"wan": {"mtu": 1400}})
+            out["baseline_push_wan"] = old.push(portal, 11, {"wan": {"mtu": 1400}})
             log(f"baseline: {out['baseline_outage_1s']}; {out['baseline_push_wan']}")
     finally:
         if fleet is not None:
             fleet.stop()
-        for closer in (portal, observer):
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    closer.close()
+        if portal is not None:
+            portal.close()
         if broker is not None:
             broker.stop(signal.SIGKILL)
         shutil.rmtree(work, ignore_errors=True)
@@ -558,6 +625,11 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--portal-child"]:
+        return portal_child(argv[1:])
+    # SIGTERM (e.g. from timeout) must still run the clean-up in ``run``.
+    signal.signal(signal.SIGTERM, lambda *_a: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=1000)
     parser.add_argument("--baseline-sites", type=int, default=None,

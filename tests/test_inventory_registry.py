@@ -8,12 +8,12 @@ from typing import cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from energyhubd.config.sections.inventory import InventorySettings
 from energyhubd.inventory.classify import classify
 from energyhubd.inventory.events import Event
 from energyhubd.inventory.leases import Lease, LeaseSnapshot, parse_leases
 from energyhubd.inventory.neighbour import NeighbourUpdate
 from energyhubd.inventory.registry import CONFLICT_REPEAT_S, DeviceRegistry
-from energyhubd.inventory.settings import InventorySettings
 
 DISPLAY_MAC = "02:00:5e:10:00:01"
 STRANGER = "de:ad:be:ef:00:01"

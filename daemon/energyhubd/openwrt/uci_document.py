@@ -153,6 +153,9 @@ SECTIONS: tuple[Spec, ...] = (
             ("confirm_window", NUM),
             ("backoff_initial", NUM),
             ("backoff_max", NUM),
+            ("backoff_reset_after", NUM),
+            ("will_delay", INT),
+            ("fresh_confirm_delay", NUM),
             ("queue_size", INT),
             ("max_push_bytes", INT),
             ("max_push_depth", INT),
@@ -577,7 +580,8 @@ def document_to_uci(doc: dict[str, Any]) -> str:
     """Render a JSON document as the text of ``/etc/config/energyhub``."""
     header = (
         "# Managed by energyhubd: the running configuration, written back after each\n"
-        "# accepted push. Edit with uci or LuCI; the daemon reloads on 'uci commit'.\n\n"
+        "# accepted push. Edit with LuCI, or with uci followed by 'uci commit energyhub'\n"
+        "# and 'reload_config' (uci commit alone does not reload the daemon).\n\n"
     )
     return header + render(document_to_package(doc))
 

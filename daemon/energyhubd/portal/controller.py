@@ -17,12 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 from energyhubd.config.errors import FieldError
+from energyhubd.config.sections.portal import PortalSettings
 
 from . import confirm as cm
 from .link import LinkState
 from .push import APPLY, EMPTY, IGNORE, NOOP, REJECT, Decision, Seen, Validate, decide, digest_of
 from .session import EpochFile
-from .settings import PortalSettings
 from .store import ConfigStore
 
 log = logging.getLogger(__name__)

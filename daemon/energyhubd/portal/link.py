@@ -32,15 +32,16 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from energyhubd.config.sections.portal import PortalSettings
+
 from .backoff import Backoff
 from .outbox import Outbox, OutMessage
 from .session import SessionCounter
-from .settings import PortalSettings
 from .topics import (
     Topics,
     birth_payload,
@@ -79,6 +80,7 @@ class LinkState:
     retry_in: float | None = None  # seconds until the next attempt (when not connected)
     dropped: int = 0  # events lost to the bounded queue, reported once
     session: int | None = None  # the session number of the birth (when connected)
+    at: float = field(default_factory=time.monotonic)  # when it happened, on the link thread
 
 
 class _PinnedNameContext(ssl.SSLContext):
@@ -442,8 +444,12 @@ class PortalLink:
     def _before_connack(self, reason: str, protocol: str) -> str:
         """Name a failure after the transport was up but before CONNACK; fall back to MQTT
         3.1.1 when the broker refused (or silently dropped) our MQTT 5 CONNECT."""
+        # Only a refusal or a close BY THE BROKER counts: a CONNACK timeout of a busy broker
+        # must not downgrade a site to 3.1.1 (and lose the Will Delay) for the whole run.
+        closed = reason.startswith(("read failed", "socket closed"))
         refused_v5 = protocol == "5" and (
-            any(f"({code})" in self._refused for code in UNSUPPORTED_PROTOCOL) or not self._refused
+            any(f"({code})" in self._refused for code in UNSUPPORTED_PROTOCOL)
+            or (closed and not self._refused)
         )
         if refused_v5 and self.settings.mqtt_version == "5":
             self._protocol = "3.1.1"
@@ -465,8 +471,11 @@ class PortalLink:
         """Backoff and identity-conflict bookkeeping for a session that had its CONNACK."""
         if self._held or reason in (RECONNECT_TO_VERIFY, "stopped"):
             return
-        # Closed by the broker before the connection held: do not reset the backoff, and
-        # count it: several in a row (or MQTT 5 "session taken over") mean a twin site.
+        # Ended before the connection held: the backoff is not reset. Closed BY THE BROKER
+        # (not a keepalive timeout of a flapping WAN) several times in a row, or MQTT 5
+        # "session taken over", means another site uses our identity.
+        if not (self._taken_over or reason.startswith(("read failed", "session taken over"))):
+            return
         self._short_sessions += 1
         if self._taken_over:
             self._takeovers += 1
