@@ -3,13 +3,14 @@
 RabbitMQ's MQTT plugin keeps retained messages per node and (3.10, Debian 12) speaks only
 MQTT 3.1.1. This runs ``bench/fleet.py``'s sites (the project's own ``PortalLink`` and
 ``PushController`` with a stub apply, mutual TLS with one certificate each, default settings:
-MQTT 5 asked first) against node 1 of a cluster started by ``energyhub_lab.rabbit``, with the
-reference ``PortalStandIn`` on node 2, and shows:
+MQTT 5 asked first) against node 1 of a cluster started by ``energyhub_lab.rabbit``, with
+``fleet.py``'s portal process (the reference ``PortalStandIn`` answering ``config/get``, over
+MQTT 3.1.1) on node 2, and shows:
 
-1. connect-all, and whether every link fell back to MQTT 3.1.1;
-2. that a retained ``config/desired`` published on node 2 is NOT seen by a subscriber on node 1
+1. that a retained ``config/desired`` published on node 2 is NOT seen by a subscriber on node 1
    (it is on node 2), while a real link on node 1 gets the same document through
    ``config/get`` (the reason the design asks the portal);
+2. connect-all, and whether every link fell back to MQTT 3.1.1;
 3. push to all (WAN change: fresh-connection confirm; LAN change: live confirm) -> every site
    applied and confirmed;
 4. node 1 restarted while the portal's desired state changes (the live push reaches nobody,
@@ -29,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,10 +46,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import fleet
+import paho.mqtt.client as mqtt
 from fleet import (
     HOLD,
     Fleet,
     Pki,
+    PortalProcess,
     _ratio,
     rss_kib,
     thread_floor_kib,
@@ -78,23 +84,61 @@ class NodeEndpoint:
         self.running_at = time.monotonic()
 
 
+class ClusterPortal(PortalProcess):
+    """``fleet.py``'s portal process (stand-in answering ``config/get`` + event observer),
+    speaking MQTT 3.1.1: RabbitMQ 3.10 refuses MQTT 5 and the stand-in has no fallback."""
+
+    def __init__(self, pki: Pki, port: int) -> None:
+        cert, key = pki.clients["portal"]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--portal-child",
+               str(pki.ca), str(cert), str(key), str(port)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        if self._read().get("ready") is not True:
+            raise RuntimeError("portal process did not start")
+
+
+def portal_child_311(argv: list[str]) -> int:
+    """``fleet.portal_child`` with its stand-in speaking MQTT 3.1.1."""
+    fleet.PortalStandIn = functools.partial(PortalStandIn, protocol="3.1.1")
+    return fleet.portal_child(argv)
+
+
+def portal_client(pki: Pki, port: int) -> Any:
+    """A plain client with the portal's identity in this process, for the retained probe."""
+    kwargs: dict[str, Any] = {"client_id": "bench-portal-probe", "protocol": mqtt.MQTTv311}
+    api = getattr(mqtt, "CallbackAPIVersion", None)
+    if api is not None:
+        kwargs["callback_api_version"] = api.VERSION2
+    client = mqtt.Client(**kwargs)
+    client.tls_set_context(pki.context("portal"))
+    client.connect("localhost", port, 30)
+    client.loop_start()
+    return client
+
+
 def retained_across_nodes(
-    cluster: RabbitCluster, pki: Pki, portal: PortalStandIn, name: str, payload: bytes
+    cluster: RabbitCluster, pki: Pki, name: str, payload: bytes
 ) -> dict[str, Any]:
     """The portal (node 2) publishes ``name``'s desired document retained; a subscriber with
     that device's certificate looks on node 1 and on node 2."""
     desired = topic(name, "config/desired")
-    portal.client.publish(desired, payload, qos=1, retain=True).wait_for_publish(30)
+    client = portal_client(pki, cluster.nodes[1].mqtt_port)
+    try:
+        client.publish(desired, payload, qos=1, retain=True).wait_for_publish(30)
 
-    def marker(data: bytes) -> None:
-        portal.client.publish(desired, data, qos=1)
+        def marker(data: bytes) -> None:
+            client.publish(desired, data, qos=1).wait_for_publish(30)
 
-    seen = {}
-    for index in (0, 1):
-        port = cluster.nodes[index].mqtt_port
-        got = seen_before_marker(port, pki.context(name), f"{name}-probe{index}", desired, marker)
-        seen[f"node{index + 1}"] = sum(1 for body, retained in got if retained and body == payload)
-    return {"retained_seen_on_node1": seen["node1"], "retained_seen_on_node2": seen["node2"]}
+        seen = {}
+        for index in (0, 1):
+            port = cluster.nodes[index].mqtt_port
+            got = seen_before_marker(port, pki.context(name), f"{name}-probe{index}", desired,
+                                     marker)  # fmt: skip
+            seen[index] = sum(1 for body, retained in got if retained and body == payload)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return {"retained_seen_on_node1": seen[0], "retained_seen_on_node2": seen[1]}
 
 
 def run(n: int, log: Callable[[str], None]) -> dict[str, Any]:
@@ -105,7 +149,7 @@ def run(n: int, log: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {"sites": n}
     cluster: RabbitCluster | None = None
     fleets: list[Fleet] = []
-    portal: PortalStandIn | None = None
+    portal: ClusterPortal | None = None
     try:
         log(f"certificates for {n + 1} sites ...")
         pki = Pki(work, n + 1, "eh-")
@@ -118,37 +162,16 @@ def run(n: int, log: Callable[[str], None]) -> dict[str, Any]:
         out["broker"] = cluster.ctl(cluster.nodes[0], "version").strip()
         log(f"2-node RabbitMQ {out['broker']} cluster up in {out['cluster_start_s']} s")
         node1 = NodeEndpoint(cluster, 0)
-        desired: dict[str, bytes] = {}
-        # The portal on node 2; RabbitMQ 3.10 refuses MQTT 5, so the portal speaks 3.1.1.
-        portal = PortalStandIn("localhost", cluster.nodes[1].mqtt_port, pki.context("portal"),
-                               desired.get, client_id="bench-portal", protocol="3.1.1")  # fmt: skip
+        portal = ClusterPortal(pki, cluster.nodes[1].mqtt_port)
         floor_tls = tls_floor(pki, node1.port, "eh-00000", min(n, 200))
         out["floor_tls_handshake_ms"] = round(floor_tls * 1000, 2)
         out["floor_thread_kib"] = round(thread_floor_kib(min(n, 500)), 1)
 
-        # 1. connect-all with the default settings (MQTT 5 first).
-        rss0, broker0 = rss_kib(), cluster.nodes[0].rss_kib()
-        fleet = Fleet(n, pki, node1, work / "sites")
-        fleets.append(fleet)
-        t0 = time.monotonic()
-        fleet.start()
-        ok = wait(fleet.all_connected, 600)
-        out["connect_all_s"] = round(time.monotonic() - t0, 2)
-        out["connect_all_ok"] = ok
-        out["connect_all_floor_s"] = round(floor_tls * n, 2)
-        out["protocols"] = dict(Counter(s.link.protocol for s in fleet.sites))
-        out["fell_back"] = sum(any(FALLBACK in st.reason for st in s.states) for s in fleet.sites)
-        wait(lambda: portal.answered >= n, 120)
-        out["desired_requests_answered"] = portal.answered
-        out["memory_per_link_kib"] = round((rss_kib() - rss0) / n, 1)
-        out["broker_kib_per_connection"] = round((cluster.nodes[0].rss_kib() - broker0) / n, 1)
-        log(f"connect-all {out['connect_all_s']} s, protocols {out['protocols']}, "
-            f"fell back {out['fell_back']}/{n}")  # fmt: skip
-
-        # 2. retained on node 2 vs config/get from node 1.
+        # 1. retained on node 2 vs config/get from node 1 (before the fleet: few descriptors,
+        # so the probe's paho clients may wait with select()).
         doc = json.dumps({"version": 1, "device_id": probe, "lan": {"lease": "12h"}}).encode()
-        out["retained"] = retained_across_nodes(cluster, pki, portal, probe, doc)
-        desired[probe] = doc
+        portal.set({probe: doc}, push=False)
+        out["retained"] = retained_across_nodes(cluster, pki, probe, doc)
         single = Fleet(1, pki, node1, work / "probe", first=n)
         fleets.append(single)
         t0 = time.monotonic()
@@ -160,34 +183,53 @@ def run(n: int, log: Callable[[str], None]) -> dict[str, Any]:
         fleets.remove(single)
         log(f"retained desired from node 2: {out['retained']}")
 
+        # 2. connect-all with the default settings (MQTT 5 first).
+        answered0 = portal.stats()["answered"]
+        rss0, broker0 = rss_kib(), cluster.nodes[0].rss_kib()
+        sites = Fleet(n, pki, node1, work / "sites")
+        fleets.append(sites)
+        t0 = time.monotonic()
+        sites.start()
+        ok = wait(sites.all_connected, 600)
+        out["connect_all_s"] = round(time.monotonic() - t0, 2)
+        out["connect_all_ok"] = ok
+        out["connect_all_floor_s"] = round(floor_tls * n, 2)
+        out["protocols"] = dict(Counter(s.link.protocol for s in sites.sites))
+        out["fell_back"] = sum(any(FALLBACK in st.reason for st in s.states) for s in sites.sites)
+        wait(lambda: portal.stats()["answered"] - answered0 >= n, 120)
+        out["desired_requests_answered"] = portal.stats()["answered"] - answered0
+        out["memory_per_link_kib"] = round((rss_kib() - rss0) / n, 1)
+        out["broker_kib_per_connection"] = round((cluster.nodes[0].rss_kib() - broker0) / n, 1)
+        log(f"connect-all {out['connect_all_s']} s, protocols {out['protocols']}, "
+            f"fell back {out['fell_back']}/{n}")  # fmt: skip
+
         # 3. push to all, published by the portal on node 2.
-        wait(fleet.all_held, HOLD + 120)
-        out["push_wan"] = fleet.push(portal, desired, 1, {"wan": {"proto": "dhcp", "mtu": 1500}})
+        wait(sites.all_held, HOLD + 120)
+        wan = {"wan": {"proto": "dhcp", "mtu": 1500}}
+        out["push_wan"] = sites.push(portal, 1, wan)
         log(f"push (fresh confirm): {out['push_wan']}")
-        out["push_lan"] = fleet.push(portal, desired, 2, {"wan": {"proto": "dhcp", "mtu": 1500},
-                                                          "lan": {"lease": "12h"}})  # fmt: skip
+        out["push_lan"] = sites.push(portal, 2, {**wan, "lan": {"lease": "12h"}})
         log(f"push (live confirm): {out['push_lan']}")
 
         # 4. restart node 1 while the desired state changes: the live push reaches no device
         # and its retained copy stays on node 2; only config/get can deliver version 3.
-        wait(fleet.all_held, HOLD + 120)
-        answered0 = portal.answered
+        wait(sites.all_held, HOLD + 120)
+        answered0 = portal.stats()["answered"]
 
         def change_desired() -> None:
-            fleet.push(portal, desired, 3, {"wan": {"proto": "dhcp", "mtu": 1500},
-                                            "lan": {"lease": "6h"}}, timeout=0)  # fmt: skip
+            sites.push(portal, 3, {**wan, "lan": {"lease": "6h"}}, timeout=0)
 
-        restart = fleet.outage(node1, 1.0, change_desired)
+        restart = sites.outage(node1, 1.0, change_desired)
         t_down = node1.stopped_at
         restart["node_down_s"] = round(node1.running_at - t_down, 1)
-        synced = wait(lambda: all(3 in s.confirmed for s in fleet.sites), 900)
-        times = [s.confirmed[3] - t_down for s in fleet.sites if 3 in s.confirmed]
+        synced = wait(lambda: all(3 in s.confirmed for s in sites.sites), 900)
+        times = [s.confirmed[3] - t_down for s in sites.sites if 3 in s.confirmed]
         restart.update({
             "all_synchronised": synced,
             "unsynchronised": n - len(times),
             "p50_s": round(statistics.median(times), 2) if times else None,
             "max_s": round(max(times), 2) if times else None,
-            "answers_after_restart": portal.answered - answered0,
+            "answers_after_restart": portal.stats()["answered"] - answered0,
         })  # fmt: skip
         out["restart_node1"] = restart
         log(f"node 1 restart: {restart}")
@@ -196,8 +238,7 @@ def run(n: int, log: Callable[[str], None]) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 each.stop()
         if portal is not None:
-            with contextlib.suppress(Exception):
-                portal.close()
+            portal.close()
         if cluster is not None:
             cluster.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -245,6 +286,9 @@ def _terminate(_signum: int, _frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--portal-child"]:
+        return portal_child_311(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=200)
     parser.add_argument("--json", action="store_true")
