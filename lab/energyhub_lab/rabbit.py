@@ -375,11 +375,17 @@ class RabbitCluster:
             _stop_group(node.proc, grace)
             node.proc = None
 
-    def start_node(self, index: int, timeout: float = 180) -> None:
-        """Start a stopped node again; it rejoins the cluster from its own Mnesia directory."""
+    def start_node(self, index: int, timeout: float = 180, wait: bool = True) -> None:
+        """Start a stopped node again; it rejoins the cluster from its own Mnesia directory.
+        ``wait=False`` returns once the process is launched (``await_node`` waits later)."""
         node = self.nodes[index]
         self._launch(node)
-        self._await(node, timeout)
+        if wait:
+            self._await(node, timeout)
+
+    def await_node(self, index: int, timeout: float = 180) -> None:
+        """Until node ``index`` runs and its MQTT listener accepts connections."""
+        self._await(self.nodes[index], timeout)
 
     def close(self) -> None:
         """Stop every node, then epmd. Idempotent; never raises for a process already gone."""
