@@ -83,7 +83,7 @@ def test_kill_during_confirm_window_rolls_back_at_restart(lab: Site) -> None:
     mark = reported_count(lab)
     lab.internet.block("mqtt_tls", "drop-new")
     try:
-        lab.push(checks._with_allowed_source(lab, version, "198.51.100.40"))
+        lab.push(checks._with_path_change(lab, version, "198.51.100.40"))
         lab.wait_for(lambda: status(lab)["config"]["version"] == version, 15, "not applied")
         assert status(lab)["portal"]["config_state"] == "pending_confirm"
         pid = lab.daemon_pid()

@@ -180,7 +180,13 @@ def test_plain_listener_accepts_no_anonymous_client(pki: Pki, tmp_path: Path) ->
     plain = free_port()
     b = Broker(pki, tmp_path / "b", extra_conf=f"listener {plain} 127.0.0.1\n")
     b.start()
+
+    def listening() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", plain)) == 0
+
     try:
+        assert wait_for(listening)  # start() waited for the TLS listener only
         daemon = Daemon()
         s = settings_for(pki, plain, tls=False, allow_plain=True, mqtt_version="3.1.1")
         link = PortalLink(
@@ -507,4 +513,3 @@ def test_stand_in_answers_many_devices(pki: Pki, broker: Broker) -> None:
     observer.close()
     assert got == {("energyhub/eh-a/config/desired", b'{"version": 1}'),
                    ("energyhub/eh-b/config/desired", b"")}  # fmt: skip
-    assert wait_for(lambda: True)

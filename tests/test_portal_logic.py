@@ -531,3 +531,23 @@ def test_store_kill_9_mid_write_never_leaves_torn_or_inconsistent_files(
         candidate = fresh.load_candidate()
         assert candidate is not None and candidate["version"] == marker.version
         assert marker.version >= 0
+
+
+@given(
+    applied=st.tuples(st.integers(0, 3), st.integers(0, 5)),
+    pushed=st.tuples(st.integers(0, 3), st.integers(0, 5)),
+)
+def test_property_epoch_then_version_order(
+    applied: tuple[int, int], pushed: tuple[int, int]
+) -> None:
+    """(epoch, version) is compared in that order: lower is ignored with a reason, higher is
+    applied, equal with other content is a conflict."""
+    seen = Seen(applied[1], "other-content", epoch=applied[0])
+    doc = {"version": pushed[1], "epoch": pushed[0]}
+    d = decide(_push(doc), applied=seen, validate=fake_validate)
+    if pushed < applied:
+        assert d.action == IGNORE and d.reason
+    elif pushed > applied:
+        assert d.action == APPLY and d.epoch == pushed[0]
+    else:
+        assert d.action == REJECT and d.errors[0].path == "version"
