@@ -23,7 +23,7 @@ from typing import Any
 
 from energyhubd.config.sections.outbound import OutboundSettings
 
-from . import certinfo, dnswire, sntp
+from . import certinfo, dnswire, reasons, sntp
 
 # Every row a run produces, one per flow the network document requires (see docs/outbound.md).
 FLOWS = frozenset(
@@ -61,6 +61,7 @@ class Row:
             "passed": self.passed,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
             "reason": self.reason,
+            **reasons.explain(self.passed, self.reason),  # "code", "params": for translations
             "detail": dict(self.detail),
         }
 
