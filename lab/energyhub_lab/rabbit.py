@@ -22,8 +22,8 @@ as the mosquitto ACL (:func:`topic_permissions`).
 Processes: epmd and each node's ``rabbitmq-server`` run in their own process group with a
 parent-death signal (``setpriv --pdeathsig TERM``), so even a killed caller leaves no beam or
 epmd behind; :meth:`RabbitCluster.close` stops the nodes (SIGTERM, then SIGKILL to the group)
-and then epmd. Nodes must be started from the thread that closes the cluster (the parent-death
-signal follows the starting thread).
+and then epmd. Start nodes from a thread that outlives them (the parent-death signal fires
+when the thread that started the process ends, not only the process).
 
 Threading contract: none of its own; one ``RabbitCluster`` is driven from one thread.
 """
@@ -55,6 +55,8 @@ SERVER = RELEASE_BIN / "rabbitmq-server"
 CTL = RELEASE_BIN / "rabbitmqctl"
 EXCHANGE = "amq.topic"  # where the MQTT plugin publishes; topic permissions apply to it
 VHOST = "/"
+# The CLI's own Erlang node: distribution on loopback only, never an epmd of its own.
+LOOPBACK_CTL_ARGS = "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}"
 
 
 class RabbitUnavailable(LabError):
@@ -279,7 +281,7 @@ class RabbitCluster:
             "ERL_EPMD_PORT": str(self.epmd_port),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             # The CLI is an Erlang node too: loopback only, our epmd only (never start one).
-            "RABBITMQ_CTL_ERL_ARGS": "-start_epmd false",
+            "RABBITMQ_CTL_ERL_ARGS": LOOPBACK_CTL_ARGS,
             "RABBITMQ_CTL_DIST_PORT_MIN": str(self.ctl_port),
             "RABBITMQ_CTL_DIST_PORT_MAX": str(self.ctl_port),
         }
