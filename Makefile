@@ -36,6 +36,7 @@ bench: setup
 	done
 	$(PY) bench/footprint.py
 	$(PY) bench/fleet.py
+	$(PY) bench/fleet_cluster.py
 
 lab-up: setup
 	$(VENV)/bin/energyhubd lab up
