@@ -567,6 +567,7 @@ class Daemon:
         status["wan"] = {
             **self.netlink.wan_state(config.wan.device).as_dict(),
             "proto": config.wan.proto,
+            "dns": self.outbound.wan_dns(config),
         }
         dhcp = config.lan.dhcp
         server: dict[str, Any] = {"kind": "system dnsmasq (UCI)"}
@@ -628,6 +629,7 @@ class Daemon:
             **facts,
             "connected_since": iso(facts["connected_since"]),
             "pending": self.portal.controller.pending,
+            "state_files": self.portal.state_file_status(),
         }
 
     def running_config(self) -> dict[str, Any]:

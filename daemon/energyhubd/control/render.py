@@ -31,6 +31,13 @@ def render_status(status: dict[str, Any]) -> str:
     if c.get("last_error"):
         errors = "; ".join(f"{e['field']}: {e['reason']}" for e in c["last_error"])
         lines.append(f"          last reload REJECTED, running policy kept: {errors}")
+    for bad in (status.get("portal") or {}).get("state_files") or []:
+        where = f"moved to {bad['moved_to']}" if bad.get("moved_to") else "ignored"
+        then = "from the local configuration" if bad["file"] == "last-good.json" else "without it"
+        lines.append(
+            f"state     {bad['directory']}/{bad['file']} was bad at start ({bad['reason']}); "
+            f"{where}; started {then}"
+        )
     lines.append(
         f"policy    {p.get('state')}  digest {p.get('digest', '-')}  last apply "
         f"{p.get('last_apply') or '-'} ({p.get('last_apply_ms', '-')} ms)  "

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from energyhubd.config.model import Config
 from energyhubd.control.methods import Method, MethodError, MethodTable
+from energyhubd.portal.runner import with_live_portal
 
 if TYPE_CHECKING:
     from energyhubd.outbound.service import OutboundService
@@ -83,7 +84,7 @@ def run_tunnel_request(service: OutboundService, args: dict[str, Any]) -> dict[s
 
 def build_method_table(daemon: Daemon) -> MethodTable:
     def status(_args: dict[str, Any]) -> dict[str, Any]:
-        return daemon.snapshot
+        return with_live_portal(daemon.snapshot, daemon.portal)
 
     def devices(_args: dict[str, Any]) -> dict[str, Any]:
         return {

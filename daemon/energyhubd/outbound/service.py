@@ -739,6 +739,10 @@ class OutboundService:
         return self.tunnel.status()
 
     # -- status ---------------------------------------------------------------------------
+    def wan_dns(self, config: Config) -> list[str]:
+        """The WAN's DNS servers as the diagnostics and the allowlist use them (one source)."""
+        return wan_dns_servers(config, self.resolv_file)[0]
+
     def status(self) -> dict[str, Any]:
         diagnostics = self.diagnostics_status()
         egress_state = self.egress_status()

@@ -47,6 +47,7 @@ class ConfirmMachine:
     errors: list[FieldError] = field(default_factory=list)
     last_change_wall: float | None = None
     desired_version: int | None = None
+    _previous_applied: int | None = None
 
     def applied(self, version: int, confirm: bool, now: float, wall: float) -> list[Action]:
         """A candidate was saved and applied to the system."""
@@ -117,7 +118,14 @@ class ConfirmMachine:
         self.last_change_wall = wall
         return [Action(ROLLBACK, version), Action(REPORT, version)]
 
+    def storage_failed(self, reason: str) -> None:
+        """A CONFIRM could not be stored and the daemon rolled back: report that, not success."""
+        self.state = ROLLED_BACK
+        self.applied_version = self._previous_applied
+        self.errors = [FieldError("", reason)]
+
     def _settle(self, version: int) -> None:
+        self._previous_applied = self.applied_version
         self.state = APPLIED
         self.applied_version = version
         self.pending_version = None
