@@ -197,8 +197,14 @@ def render_summary(inv: dict[str, Any]) -> str:
         f"display {shown}  units {units.get('text', '-')}  unknown {unknown.get('count', 0)}"
         f"  pool {pool.get('used', '-')}/{pool.get('size', '-')} ({pool.get('percent', '-')}%)"
     )
+    if inv.get("identifying"):
+        text += f"  identifying {inv['identifying']}"
     for conflict in inv.get("conflicts") or []:
         text += f"  CONFLICT {conflict['ip']} claimed by {', '.join(conflict['macs'])}"
+    for dup in inv.get("duplicates") or []:
+        text += f"  DUPLICATE MAC {dup['mac']} ({dup['name']}) at {', '.join(dup['ips'])}"
+    if pool.get("exhausted"):
+        text += "  POOL EXHAUSTED: new devices get no address"
     return text
 
 

@@ -81,6 +81,8 @@ class InventoryMonitor:
         self.lease_reads = 0
         self._lease_timer: Timer | None = None
         self._maintenance: Timer | None = None
+        self._settle_timer: Timer | None = None
+        self._settle_at: float | None = None
         loop.add_reader(self.filewatch, self._on_lease_file)
         loop.add_reader(self.neighbours, self._on_neighbours)
         for update in self.neighbours.dump():
@@ -150,6 +152,27 @@ class InventoryMonitor:
     def _publish(self, events: list[Any]) -> None:
         if events:
             self.events.publish_all(events)
+        self._arm_settle()
+
+    def _arm_settle(self) -> None:
+        """Wake when a device's settle window ends, so an unknown_device alert is on time."""
+        due = self.registry.next_deadline()
+        if due == self._settle_at:
+            return
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
+        self._settle_at = due
+        if due is not None:
+            self._settle_timer = self.loop.call_later(max(0.0, due - time.time()), self._settled)
+
+    def _settled(self) -> None:
+        self._settle_timer = None
+        self._settle_at = None
+        events = self.registry.expire(time.time())
+        self._publish(events)
+        if events:
+            self.on_change()
 
     # -- answers ------------------------------------------------------------------------
     def live_addresses(self) -> dict[str, str]:
@@ -162,7 +185,7 @@ class InventoryMonitor:
         return result
 
     def close(self) -> None:
-        for timer in (self._lease_timer, self._maintenance):
+        for timer in (self._lease_timer, self._maintenance, self._settle_timer):
             if timer is not None:
                 timer.cancel()
         for source in (self.filewatch, self.neighbours):

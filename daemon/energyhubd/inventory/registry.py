@@ -21,11 +21,22 @@ Definitions
   or ``address taken by another device``. ``ip`` is the address it had.
 * ``device_changed``: a present device's IP, host name, name or role changed (``changes``
   maps each field to ``[old, new]``).
-* ``unknown_device``: a present device whose role is ``unknown``; once per MAC for the
-  lifetime of the registry (not on every lease renewal or rejoin).
+* ``unknown_device``: a present device whose role is still ``unknown`` once what identifies it
+  has had time to arrive: ``UNKNOWN_SETTLE_S`` after it was first seen, and for a device in
+  the pool without a lease (mid-DHCP) ``LEASE_WAIT_S``. At a rack power-up the neighbour entry
+  or the lease comes before the vendor class or host name that makes a unit a unit, and under
+  load seconds apart; an alert before then would be a false one. Once per MAC (not on every
+  lease renewal or rejoin). ``next_deadline()`` says when the daemon must call ``expire``
+  so the alert is not late. Until then ``summary()`` counts the device as ``identifying``.
+* ``unknown_device_cleared``: a device that was alerted as unknown has been identified since
+  (its vendor class or host name arrived late, or the configuration now names it).
 * ``pool_utilisation`` (warning) when active leases in the pool reach
-  ``pool_warning_percent``; ``pool_exhausted`` (error) when every pool address is leased.
-  Each fires once on crossing upwards and is re-armed when usage drops below again.
+  ``pool_warning_percent``; ``pool_exhausted`` (error) when every pool address is leased,
+  with how many of the leases unknown devices hold. Each fires on crossing upwards and is
+  re-armed when usage drops below again; an exhausted pool is reported again every
+  ``POOL_REPEAT_S`` while it stays exhausted (33 fake MACs can hold it for a whole lease).
+* ``duplicate_mac`` / ``duplicate_mac_cleared``: a reserved MAC (the display's) answers from
+  two addresses side by side (see ``duplicates.py``).
 * ``address_conflict``: two MACs claim one IP. A claim is an active lease, or the kernel
   neighbour entry for that IP (not FAILED) naming that MAC. A conflict between the same set of
   MACs on the same IP is reported again only after ``CONFLICT_REPEAT_S`` (ARP entries flip
@@ -40,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .classify import ROLE_DISPLAY, ROLE_UNIT, ROLE_UNKNOWN, Reservation, classify
+from .duplicates import DuplicateMacs
 from .events import Event
 from .leases import Lease, LeaseSnapshot
 from .neighbour import ALIVE_STATES, FAILED, REACHABLE, UNKNOWN, NeighbourUpdate
@@ -55,6 +67,13 @@ PROBE_QUIET_S = 120.0
 # seen without a lease is given this long to get one before it counts as a device, so a
 # joining unit is not first announced as an unknown device.
 LEASE_GRACE_S = 5.0
+# How long a device may stay unidentified before ``unknown_device``: the vendor class comes
+# from dnsmasq's lease hook after the lease file is written; a few seconds apart under load.
+UNKNOWN_SETTLE_S = 10.0
+# A pool address without a lease is a client mid-DHCP: under load a unit's lease came 13.35 s
+# after dnsmasq's offer put it in the neighbour table (udhcpc retries after 3 s, 3 tries).
+LEASE_WAIT_S = 30.0
+POOL_REPEAT_S = 3600.0
 _ROLE_ORDER = {ROLE_DISPLAY: 0, ROLE_UNIT: 1, ROLE_UNKNOWN: 2}
 
 
@@ -156,6 +175,10 @@ class DeviceRegistry:
         self._pool_used = 0
         self._pool_warned = False
         self._pool_exhausted = False
+        self._pool_exhausted_at = 0.0
+        self._settling: dict[str, float] = {}  # unknown, not alerted yet: mac -> deadline
+        self._duplicates = DuplicateMacs()
+        self._duplicates.watch(_watched_macs(self._reservations))
         self._now = 0.0
 
     # ------------------------------------------------------------------ inputs
@@ -171,6 +194,7 @@ class DeviceRegistry:
         self._settings = settings
         self._reservations = tuple(reservations)
         self._pool = _pool_range(pool)
+        self._duplicates.watch(_watched_macs(self._reservations))
         self._now = now
         for device in self._devices.values():
             self._classify(device)
@@ -251,6 +275,8 @@ class DeviceRegistry:
             reason = "address taken by another device"
         if update.deleted:
             self._neigh.pop(ip, None)
+            if previous is not None:
+                self._duplicates.forget(previous[0], ip)
             reason = "neighbour entry removed"
             for m in affected:
                 device = self._devices.get(m)
@@ -273,13 +299,20 @@ class DeviceRegistry:
                         or previous[0] != mac
                         or previous[1] not in ALIVE_STATES
                     )
+                    alive = update.state in ALIVE_STATES
+                    self._duplicates.note(mac, ip, alive, fresh, now)
                     self._note_neighbour(
                         self._device(mac, now), ip, update.state, update.mac is not None, fresh, now
                     )
         events = self._diff(now, default_reason=reason)
         events += self._conflict_events(now)
+        events += self._duplicate_events(now)
         self._evict()
         return events
+
+    def next_deadline(self) -> float | None:
+        """When ``expire`` must run next for an alert to be on time (None: nothing waits)."""
+        return min(self._settling.values()) if self._settling else None
 
     def expire(self, now: float) -> list[Event]:
         """Re-evaluate lease expiry at ``now`` (call now and then, e.g. every minute)."""
@@ -373,8 +406,10 @@ class DeviceRegistry:
         units = sum(1 for d in present if d.role == ROLE_UNIT)
         expected = self._settings.expected_units
         unknown = sorted(
-            (d for d in present if d.role == ROLE_UNKNOWN), key=lambda d: _ip_key(d.address(now))
+            (d for d in present if d.role == ROLE_UNKNOWN and d.mac in self._unknown_reported),
+            key=lambda d: _ip_key(d.address(now)),
         )
+        identifying = sum(1 for d in present if d.mac in self._settling)
         pool: dict[str, Any] | None = None
         if self._pool is not None:
             size = self._pool[1] - self._pool[0] + 1
@@ -384,6 +419,7 @@ class DeviceRegistry:
                 "used": self._pool_used,
                 "size": size,
                 "percent": round(self._pool_used * 100 / size, 1),
+                "exhausted": self._pool_exhausted,
             }
         return {
             "display": {
@@ -397,6 +433,8 @@ class DeviceRegistry:
                 "text": f"{units}/{expected}",
                 "complete": units >= expected,
             },
+            "identifying": identifying,
+            "duplicates": self._duplicates.status(),
             "unknown": {
                 "count": len(unknown),
                 "devices": [
@@ -468,7 +506,10 @@ class DeviceRegistry:
         events: list[Event] = []
         for mac, device in self._devices.items():
             if self._awaiting_lease(device, now):
-                continue  # judged at the next update once its lease is read (or grace ends)
+                # Judged at the next update once its lease is read, or when the grace ends.
+                if device.role == ROLE_UNKNOWN:
+                    self._settling[mac] = device.first_seen + LEASE_GRACE_S
+                continue
             present = device.is_present(now)
             view = device.view(now) if present else None
             was_present, old_view = device.present, device.shown
@@ -486,12 +527,41 @@ class DeviceRegistry:
             elif present and old_view is not None and view is not None and old_view != view:
                 changes = {k: [old_view[k], v] for k, v in view.items() if old_view[k] != v}
                 events.append(Event("device_changed", now, "info", {**data, "changes": changes}))
-            if present and device.role == ROLE_UNKNOWN and mac not in self._unknown_reported:
-                self._unknown_reported[mac] = None
-                if len(self._unknown_reported) > MAX_UNKNOWN_REMEMBERED:
-                    self._unknown_reported.pop(next(iter(self._unknown_reported)))
-                events.append(Event("unknown_device", now, "warning", data))
+            events += self._unknown_events(device, present, data, now)
         return events
+
+    def _unknown_events(
+        self, device: _Device, present: bool, data: dict[str, Any], now: float
+    ) -> list[Event]:
+        """Alert a stranger once it had time to identify itself; withdraw a wrong alert."""
+        mac = device.mac
+        if device.role != ROLE_UNKNOWN:
+            self._settling.pop(mac, None)
+            if mac in self._unknown_reported:
+                del self._unknown_reported[mac]
+                return [
+                    Event("unknown_device_cleared", now, "info", {**data, "how": device.reason})
+                ]
+            return []
+        if not present or mac in self._unknown_reported:
+            self._settling.pop(mac, None)
+            return []
+        deadline = self._identify_deadline(device, now)
+        if now < deadline:
+            self._settling[mac] = deadline
+            return []
+        self._settling.pop(mac, None)
+        self._unknown_reported[mac] = None
+        if len(self._unknown_reported) > MAX_UNKNOWN_REMEMBERED:
+            self._unknown_reported.pop(next(iter(self._unknown_reported)))
+        return [Event("unknown_device", now, "warning", data)]
+
+    def _identify_deadline(self, device: _Device, now: float) -> float:
+        deadline = device.first_seen + UNKNOWN_SETTLE_S
+        ip = device.address(now)
+        if not device.lease_active(now) and ip is not None and self._in_pool(ip):
+            deadline = max(deadline, device.first_seen + LEASE_WAIT_S)
+        return deadline
 
     @staticmethod
     def _event_data(device: _Device, now: float) -> dict[str, Any]:
@@ -576,11 +646,35 @@ class DeviceRegistry:
         else:
             self._pool_warned = False
         if used >= size:
-            if not self._pool_exhausted:
+            if not self._pool_exhausted or now - self._pool_exhausted_at >= POOL_REPEAT_S:
                 self._pool_exhausted = True
-                events.append(Event("pool_exhausted", now, "error", data))
+                self._pool_exhausted_at = now
+                unknown = sum(
+                    1
+                    for d in self._devices.values()
+                    if d.role == ROLE_UNKNOWN and d.lease_ip in used_ips and d.lease_active(now)
+                )
+                message = (
+                    "every DHCP pool address is leased: a new device gets no address"
+                    f" ({unknown} of the {used} leases held by unknown devices)"
+                )
+                events.append(
+                    Event(
+                        "pool_exhausted",
+                        now,
+                        "error",
+                        {**data, "unknown_leases": unknown, "message": message},
+                    )
+                )
         else:
             self._pool_exhausted = False
+        return events
+
+    def _duplicate_events(self, now: float) -> list[Event]:
+        events = []
+        for kind, data in self._duplicates.events(now):
+            severity = "error" if kind == "duplicate_mac" else "info"
+            events.append(Event(kind, now, severity, data))
         return events
 
     def _evict(self) -> None:
@@ -592,6 +686,12 @@ class DeviceRegistry:
         )
         for device in absent[:excess]:
             del self._devices[device.mac]
+            self._settling.pop(device.mac, None)
+
+
+def _watched_macs(reservations: Iterable[Reservation]) -> dict[str, str]:
+    """The MACs a clone of would matter: every reservation that names one."""
+    return {mac.lower(): name for name, mac, _ip in reservations if mac}
 
 
 def _later(a: int, b: int) -> bool:
