@@ -664,10 +664,13 @@ def diagnose_in(
     dns: Sequence[str],
     fallback: Sequence[str],
     python: str = sys.executable,
+    broker_ca_file: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the outbound diagnostics inside ``ns``; the rows as dicts."""
     cmd = [python, "-m", "energyhubd.outbound.diagnose", "--outbound", json.dumps(outbound)]
     cmd += [f"--dns={s}" for s in dns] + [f"--fallback={s}" for s in fallback]
+    if broker_ca_file is not None:
+        cmd += ["--broker-ca-file", broker_ca_file]
     proc = subprocess.run(netns.ns_cmd(ns, cmd), capture_output=True, text=True, timeout=120)
     if proc.returncode not in (0, 1):
         raise LabError(f"diagnostics failed in {ns}: {proc.stderr.strip()}")

@@ -120,6 +120,16 @@ def _client_cert(config: Config) -> tuple[str, str] | None:
     return None
 
 
+def broker_trust(config: Config) -> diagnose.Trust | None:
+    """The broker is checked against what the portal link trusts (``portal.ca_file``), so a
+    private portal CA is not taken for interception; None without a portal link."""
+    portal = config.portal
+    if portal is None or not getattr(portal, "enabled", False):
+        return None
+    ca_file = getattr(portal, "ca_file", None)
+    return diagnose.Trust(str(ca_file), "portal.ca_file") if ca_file else None
+
+
 # -- results -----------------------------------------------------------------------------------
 
 
@@ -395,7 +405,13 @@ class OutboundService:
         rows: list[Row] = []
         error = None
         try:
-            rows = self._runner(settings, servers, list(fallback), client_cert=_client_cert(config))
+            rows = self._runner(
+                settings,
+                servers,
+                list(fallback),
+                client_cert=_client_cert(config),
+                broker_trust=broker_trust(config),
+            )
         except Exception as exc:  # reported in status, never allowed to kill the daemon
             log.exception("outbound diagnostics failed")
             error = f"diagnostics failed: {exc}"
