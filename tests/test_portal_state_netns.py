@@ -303,3 +303,50 @@ def test_push_on_full_state_storage_is_rejected_then_works_once_there_is_room(
         )
     finally:
         push(minilab, portal_pki, None)  # the next test starts without a retained push
+
+
+def test_reports_agree_and_survive_a_restart(
+    minilab: MiniLab, portal_pki: Path, start: Callable[..., Running]
+) -> None:
+    daemon = start()
+    wait_for(lambda: daemon.status()["portal"]["connected"], PUSH_WAIT, "portal link not up")
+    status = daemon.status()
+    # health.wan.dns comes from the same place as the diagnostics' servers: the resolv file.
+    assert status["wan"]["dns"] == [internet.CUSTOMER_RESOLVER]
+    # The queue drains on the MQTT thread; status reads it when asked, not a stale copy.
+    wait_for(lambda: daemon.status()["portal"]["buffered"] == 0, PUSH_WAIT, "outbox not empty")
+    # A local configuration runs: reported says its version, as status does.
+    reported = wait_for(
+        lambda: (
+            (retained_reported(minilab, portal_pki) or {}).get("applied_version") == 1
+            and retained_reported(minilab, portal_pki)
+        ),
+        PUSH_WAIT,
+        "reported.applied_version is not the local configuration's",
+    )
+    assert reported["state"] == "applied"
+    try:
+        push(minilab, portal_pki, {"version": 2, "device_id": DEVICE, "confirm": False})
+        applied = wait_for(
+            lambda: (
+                (retained_reported(minilab, portal_pki) or {}).get("applied_version") == 2
+                and retained_reported(minilab, portal_pki)
+            ),
+            PUSH_WAIT,
+            "push not applied",
+        )
+        daemon.proc.terminate()
+        daemon.proc.wait(10)
+        # Forget what the broker kept: what follows is what the restarted daemon says.
+        topic = lab_portal.topic(DEVICE, "config/reported")
+        clear = ["mosquitto_pub", *portal_args(portal_pki), "-q", "1", "-r", "-n", "-t", topic]
+        subprocess.run(netns.ns_cmd(minilab.services.ns, clear), check=True, timeout=30)
+        assert retained_reported(minilab, portal_pki) is None
+        start()
+        after = wait_for(
+            lambda: retained_reported(minilab, portal_pki), PUSH_WAIT, "nothing reported"
+        )
+        assert after["desired_version"] == 2 and after["updated"] == applied["updated"]
+        assert after["applied_version"] == 2
+    finally:
+        push(minilab, portal_pki, None)
