@@ -77,15 +77,19 @@ class DuplicateMacs:
         current = self.current()
         out: list[tuple[str, dict[str, object]]] = []
         for mac, ips in sorted(current.items()):
-            data = {"mac": mac, "name": self._watched.get(mac, mac), "ips": _sorted(ips)}
+            data: dict[str, object] = {
+                "mac": mac,
+                "name": self._watched.get(mac, mac),
+                "ips": _sorted(ips),
+            }
             last = self._reported.get((mac, ips))
             if self._active.get(mac) == ips and last is not None and now - last < REPEAT_S:
                 continue
             self._reported[(mac, ips)] = now
             out.append(("duplicate_mac", data))
         for mac in sorted(set(self._active) - set(current)):
-            data = {"mac": mac, "name": self._watched.get(mac, mac)}
-            out.append(("duplicate_mac_cleared", data))
+            cleared: dict[str, object] = {"mac": mac, "name": self._watched.get(mac, mac)}
+            out.append(("duplicate_mac_cleared", cleared))
         self._active = current
         if len(self._reported) > 256:
             self._reported = {k: t for k, t in self._reported.items() if now - t < REPEAT_S}

@@ -59,7 +59,7 @@ def _document(raw: bytes) -> str | None:
     if doc is None:
         return reason
     version = doc.get("version")
-    if not _is_int(version) or version < 0:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         return "has no integer version >= 0"
     return None
 
