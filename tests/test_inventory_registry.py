@@ -533,3 +533,16 @@ def test_pool_exhaustion_says_who_holds_it_and_repeats_while_it_lasts() -> None:
     assert registry.summary()["pool"]["exhausted"] is True
     assert "pool_exhausted" not in kinds(registry.expire(T0 + 60))
     assert "pool_exhausted" in kinds(registry.expire(T0 + POOL_REPEAT_S))
+
+
+def test_settle_window_counts_from_the_lease_not_from_first_sight() -> None:
+    """Measured under load: offer at 0 s, lease at 13 s, the hook's vendor class after it."""
+    registry, _full = site()
+    mac, ip = "02:aa:00:00:00:03", "192.168.254.234"
+    registry.apply_neighbour(NeighbourUpdate(ip, mac, "reachable"), T0)
+    registry.expire(T0 + LEASE_GRACE_S)
+    assert registry.apply_leases(snap(lease(mac, ip, None)), T0 + 13) == []
+    assert registry.next_deadline() == T0 + 13 + UNKNOWN_SETTLE_S
+    assert registry.expire(T0 + 14) == []
+    assert "unknown_device" not in kinds(registry.apply_vendor_class(mac, "ferroamp-eh", T0 + 15))
+    assert registry.next_deadline() is None

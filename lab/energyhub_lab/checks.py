@@ -27,7 +27,7 @@ from energyhub_lab.site import (
 )
 from energyhubd.control.client import call
 
-# The daemon alerts a stranger once its settle window (10 s after first sight) ended.
+# The daemon alerts a stranger once its settle window (8 s after its lease) ended.
 STRANGER_ALERT = 15.0
 
 

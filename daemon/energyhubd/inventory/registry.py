@@ -22,10 +22,13 @@ Definitions
 * ``device_changed``: a present device's IP, host name, name or role changed (``changes``
   maps each field to ``[old, new]``).
 * ``unknown_device``: a present device whose role is still ``unknown`` once what identifies it
-  has had time to arrive: ``UNKNOWN_SETTLE_S`` after it was first seen, and for a device in
-  the pool without a lease (mid-DHCP) ``LEASE_WAIT_S``. At a rack power-up the neighbour entry
-  or the lease comes before the vendor class or host name that makes a unit a unit, and under
-  load seconds apart; an alert before then would be a false one. Once per MAC (not on every
+  has had time to arrive: ``UNKNOWN_SETTLE_S`` after its lease was first seen (the vendor
+  class comes from dnsmasq's lease hook after the lease), ``LEASE_WAIT_S`` after first sight
+  for a pool address without a lease (a client mid-DHCP), ``UNKNOWN_SETTLE_S`` after first
+  sight for anything else. At a rack power-up the neighbour entry or the lease comes before
+  the vendor class or host name that makes a unit a unit, and under load seconds apart (a
+  lease 13 s after dnsmasq's offer put the MAC in the neighbour table); an alert before then
+  would be a false one. Once per MAC (not on every
   lease renewal or rejoin). ``next_deadline()`` says when the daemon must call ``expire``
   so the alert is not late. Until then ``summary()`` counts the device as ``identifying``.
 * ``unknown_device_cleared``: a device that was alerted as unknown has been identified since
@@ -67,9 +70,11 @@ PROBE_QUIET_S = 120.0
 # seen without a lease is given this long to get one before it counts as a device, so a
 # joining unit is not first announced as an unknown device.
 LEASE_GRACE_S = 5.0
-# How long a device may stay unidentified before ``unknown_device``: the vendor class comes
-# from dnsmasq's lease hook after the lease file is written; a few seconds apart under load.
-UNKNOWN_SETTLE_S = 10.0
+# How long a device may stay unidentified after its lease before ``unknown_device``: the
+# vendor class comes from dnsmasq's lease hook after the lease file is written, under load
+# up to seconds later. Counted from the lease, not from first sight: a lease that came late
+# must still get its hook's answer (measured: a false alert when counted from first sight).
+UNKNOWN_SETTLE_S = 8.0
 # A pool address without a lease is a client mid-DHCP: under load a unit's lease came 13.35 s
 # after dnsmasq's offer put it in the neighbour table (udhcpc retries after 3 s, 3 tries).
 LEASE_WAIT_S = 30.0
@@ -557,11 +562,12 @@ class DeviceRegistry:
         return [Event("unknown_device", now, "warning", data)]
 
     def _identify_deadline(self, device: _Device, now: float) -> float:
-        deadline = device.first_seen + UNKNOWN_SETTLE_S
+        if device.lease_active(now):
+            return device.lease_since + UNKNOWN_SETTLE_S
         ip = device.address(now)
-        if not device.lease_active(now) and ip is not None and self._in_pool(ip):
-            deadline = max(deadline, device.first_seen + LEASE_WAIT_S)
-        return deadline
+        if ip is not None and self._in_pool(ip):
+            return device.first_seen + LEASE_WAIT_S
+        return device.first_seen + UNKNOWN_SETTLE_S
 
     @staticmethod
     def _event_data(device: _Device, now: float) -> dict[str, Any]:
