@@ -116,6 +116,13 @@ def test_display_mac_answering_from_a_second_address_is_flagged(
     reservation = {"name": "display", "mac": mac, "ip": "192.168.254.200"}
     sock = daemon({"reservations": [reservation]})
     clone = "192.168.254.150"
+    # Short neighbour timers, as the lab site uses: the kernel re-confirms each address
+    # within seconds (REACHABLE again), so the alternation shows quickly.
+    netns.ns_run(
+        minilab.router,
+        ["sysctl", "-qw", "net.ipv4.neigh.lan.base_reachable_time_ms=2000",
+         "net.ipv4.neigh.lan.delay_first_probe_time=1"],
+    )  # fmt: skip
     netns.ip(minilab.lanhost, "addr", "add", f"{clone}/24", "dev", "eth0")
     try:
 
