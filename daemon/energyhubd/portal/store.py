@@ -7,7 +7,10 @@ confirmed and the daemon must roll back to ``last-good.json`` (netplan-style: re
 last good config, not undo steps).
 
 Every write is atomic (temp file in the same directory, fsync, rename, fsync directory) and is
-skipped when the bytes on disk are already identical, to spare the flash.
+skipped when the bytes on disk are already identical, to spare the flash. At start
+:meth:`ConfigStore.check` moves every file that does not hold what it should aside
+(``statecheck``), so a power cut or a full flash never turns into a crash loop; a write that
+fails (ENOSPC) raises OSError to the caller, which reports it (``PushController``).
 """
 
 from __future__ import annotations
