@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 from energyhub_lab import netns
 from energyhub_lab.site import UNIT_VENDOR_CLASS, Client, Site
 from energyhubd.control.client import call
+from tests.conftest import unique
 
 pytestmark = [pytest.mark.netns]
 
@@ -30,6 +32,20 @@ UNITS = 8
 ROUND_WAIT = 90  # seconds for every device of a round to be identified, under load
 STRANGER_ALERT = 15  # seconds: a real stranger must still be reported within this
 EVENT = re.compile(r'event seq=\d+ kind="(?P<kind>[a-z_]+)" severity=\w+ data=(?P<data>\{.*\})$')
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Site]:
+    """A site of its own: 20 rounds of devices leave neighbour entries and leases behind that
+    the session's shared lab must not see."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    site = Site(prefix=unique("ehp"))
+    try:
+        site.up()
+        yield site
+    finally:
+        site.down()
 
 
 def logged_events(site: Site, kind: str) -> list[dict[str, Any]]:
