@@ -26,6 +26,8 @@ bench: setup
 	$(PY) bench/run.py
 	$(PY) bench/portal.py
 	$(PY) bench/inventory.py
+	$(PY) bench/config.py
+	$(PY) bench/footprint.py
 
 lab-up: setup
 	$(VENV)/bin/energyhubd lab up

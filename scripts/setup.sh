@@ -7,7 +7,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="nftables python3-nftables dnsmasq-base busybox udhcpc iproute2 \
-python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony"
+python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony \
+patch xz-utils cmake build-essential pkg-config libjson-c-dev python3-dev util-linux libcap2-bin"
 
 missing=""
 for pkg in $APT_PACKAGES; do
@@ -49,3 +50,6 @@ make_venv() {
 
 make_venv .venv
 make_venv .venv-feed "pyroute2==0.7.9" "paho-mqtt==1.6.1"
+
+# Host tools and sources for the OpenWrt package build tests (cached, never fetched at test time).
+sh scripts/setup-openwrt-build.sh

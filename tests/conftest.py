@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,13 @@ def run_in(ns_name: str, *args: str, timeout: float = 60) -> subprocess.Complete
     """Run an energyhubd command inside a namespace with this interpreter."""
     cmd = ["ip", "netns", "exec", ns_name, sys.executable, "-m", "energyhubd.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def openwrt_build() -> Path:
+    """The OpenWrt userland built from ENERGYHUB_OPENWRT_SRC (cached; ~40 s the first time)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to build and boot the OpenWrt userland")
+    from energyhub_lab import openwrt
+
+    return openwrt.build()

@@ -24,8 +24,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import trustme
 
+from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.portal.link import LinkState
-from energyhubd.portal.settings import PortalSettings
 
 DEVICE = "eh-test1"
 PORTAL_USER = "portal"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from energyhubd.config.errors import ConfigError
-from energyhubd.config.load import load_file, parse_document
+from energyhubd.configfile import load_file, parse_document
 
 DEFAULT_UCI = (
     Path(__file__).resolve().parent.parent / "openwrt-package/energyhubd/files/energyhub.config"

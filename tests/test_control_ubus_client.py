@@ -1,55 +1,43 @@
-"""energyhubctl's ubus client against a stand-in ``ubus`` command (libubus cannot run here).
+"""energyhubctl's reading of ``ubus`` exit codes and answers (pure functions).
 
-The stand-in records its arguments and answers like the OpenWrt CLI: JSON on stdout and the
-libubus status code as exit status. Everything behind the command is energyhubd's own code.
+The calls themselves run against the real ``ubus`` CLI and daemon in
+tests/test_openwrt_userland.py.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from energyhubd.control.client import ControlError
-from energyhubd.control.ubus_client import call_ubus
-
-FAKE = """#!/bin/sh
-printf '%s\\n' "$@" > "{log}"
-case "$5" in
-  status) echo '{{"policy": {{"state": "applied"}}}}' ;;
-  missing) exit 4 ;;
-  refused) echo '{{"error": "unknown argument colour"}}' ;;
-  garbage) echo 'not json' ;;
-esac
-"""
+from energyhubd.control.ubus_client import failure_reason, is_refusal, ubus_status
 
 
-@pytest.fixture
-def fake_ubus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    log = tmp_path / "args"
-    script = tmp_path / "ubus"
-    script.write_text(FAKE.format(log=log))
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    return log
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [(254, 2), (253, 3), (252, 4), (250, 6), (249, 7), (244, 12), (2, 2), (7, 7), (4, 4)],
+)
+def test_both_spellings_of_the_status_are_read(code: int, status: int) -> None:
+    assert ubus_status(code) == status
 
 
-def test_call_passes_method_and_json_arguments(fake_ubus: Path) -> None:
-    assert call_ubus("status", {"verbose": True}) == {"policy": {"state": "applied"}}
-    args = fake_ubus.read_text().splitlines()
-    assert args[2:] == ["call", "energyhub", "status", '{"verbose": true}']
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (254, "invalid argument"),
+        (253, "method not found"),
+        (252, "object not found: is energyhubd running?"),
+        (250, "permission denied"),
+        (249, "timed out"),
+        (255, "cannot connect to ubusd"),
+        (200, "ubus exit status 200"),
+    ],
+)
+def test_failures_are_one_short_sentence(code: int, text: str) -> None:
+    assert failure_reason(code) == text
 
 
-def test_missing_object_explained(fake_ubus: Path) -> None:
-    with pytest.raises(ControlError, match="object not found: is energyhubd running"):
-        call_ubus("missing", {})
-
-
-def test_refusal_from_the_method_table_is_an_error(fake_ubus: Path) -> None:
-    with pytest.raises(ControlError, match="unknown argument colour"):
-        call_ubus("refused", {})
-
-
-def test_non_json_answer_is_an_error(fake_ubus: Path) -> None:
-    with pytest.raises(ControlError, match="not JSON"):
-        call_ubus("garbage", {})
+def test_refusal_is_the_adapters_error_shape_only() -> None:
+    assert is_refusal({"error": "tunnel: disabled", "method": "tunnel"})
+    assert is_refusal({"error": "refused"})
+    # an answer that merely has an "error" field (a tunnel's last error, say) is an answer
+    assert not is_refusal({"error": "connect timeout", "state": "down", "mode": "always"})
+    assert not is_refusal({})

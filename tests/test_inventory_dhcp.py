@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from energyhubd.config.sections.inventory import InventorySettings
 from energyhubd.inventory.events import Event
 from energyhubd.inventory.leases import LeaseSnapshot, read_lease_file
 from energyhubd.inventory.registry import DeviceRegistry
-from energyhubd.inventory.settings import InventorySettings
 from energyhubd.kernel.filewatch import FileWatch
 
 pytestmark = [

@@ -8,6 +8,7 @@ from typing import cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from energyhubd.config.sections.inventory import InventorySettings
 from energyhubd.inventory.classify import classify
 from energyhubd.inventory.events import Event
 from energyhubd.inventory.leases import Lease, LeaseSnapshot, parse_leases
@@ -20,7 +21,6 @@ from energyhubd.inventory.registry import (
     UNKNOWN_SETTLE_S,
     DeviceRegistry,
 )
-from energyhubd.inventory.settings import InventorySettings
 
 DISPLAY_MAC = "02:00:5e:10:00:01"
 STRANGER = "de:ad:be:ef:00:01"

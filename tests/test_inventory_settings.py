@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from energyhubd.config.errors import FieldError
-from energyhubd.inventory.settings import InventorySettings, parse_inventory_section
+from energyhubd.config.sections.inventory import InventorySettings, parse_inventory_section
 
 
 def test_none_and_empty_give_defaults() -> None:
@@ -66,13 +66,28 @@ def test_glob_brackets_and_nulls() -> None:
     for bad in ("energyhub[", "a]b", "x[]", "[[a]]", ""):
         _, errors = parse_inventory_section({"unit_hostname_pattern": bad}, "cfg.inv")
         assert [e.path for e in errors] == ["cfg.inv.unit_hostname_pattern"], bad
-    settings, errors = parse_inventory_section({"unit_hostname_pattern": None, "lease_file": None})
-    assert errors == [] and settings.unit_hostname_pattern is None and settings.lease_file is None
+    settings, errors = parse_inventory_section(
+        {"unit_hostname_pattern": None, "lease_file": None}, default_lease_file="/run/x.leases"
+    )
+    assert errors == [] and settings.unit_hostname_pattern is None
+    assert settings.lease_file == "/run/x.leases"  # null: the platform's file, set at parse time
+
+
+def test_lease_file_default_is_the_platforms_and_agrees_with_the_dnsmasq_adapter() -> None:
+    from energyhubd.config.load import parse_document
+    from energyhubd.kernel.dnsmasq import own_lease_file
+
+    linux = parse_document({"state_dir": "/srv/eh"}, host_platform="linux")
+    assert linux.inventory.lease_file == own_lease_file("/srv/eh")
+    openwrt = parse_document({"inventory": {"lease_file": None}}, host_platform="openwrt")
+    assert openwrt.inventory.lease_file == "/tmp/dhcp.leases"
+    given = parse_document({"inventory": {"lease_file": "/tmp/l"}}, host_platform="linux")
+    assert given.inventory.lease_file == "/tmp/l"
 
 
 def test_wrong_types() -> None:
     _, errors = parse_inventory_section([1, 2])
-    assert [str(e) for e in errors] == ["inventory: must be an object"]
+    assert [str(e) for e in errors] == ["inventory: must be an object, not a list"]
     _, errors = parse_inventory_section({"unit_mac_prefixes": "02:00", "lease_file": "/a/../b"})
     assert {e.path for e in errors} == {"inventory.unit_mac_prefixes", "inventory.lease_file"}
 

@@ -1,9 +1,6 @@
-"""The procd init script and the dhcp hotplug handler, run by a real shell.
+"""The init script's and the DHCP hotplug handler's shell, and the handler with real signals.
 
-OpenWrt's /etc/rc.common and procd are not here, so the harness does what rc.common does
-with a USE_PROCD script (source it, call ``start_service`` inside an open service, then
-``service_triggers``; ``reload`` calls ``reload_service``) with recording stand-ins for the
-procd helpers: each appends its name and arguments to a file, one argument per field.
+What the init script declares is checked under real procd in tests/test_openwrt_userland.py.
 """
 
 from __future__ import annotations
@@ -23,52 +20,6 @@ FILES = ROOT / "openwrt-package" / "energyhubd" / "files"
 HOTPLUG_DHCP = FILES / "hotplug-dhcp"
 SHELL_FILES = [INIT, HOTPLUG_DHCP]
 
-HARNESS = r"""
-set -u
-REC="$1"; SCRIPT="$2"; ACTION="$3"
-record() {
-	printf '%s' "$1" >> "$REC"; shift
-	for a in "$@"; do printf '\t%s' "$a" >> "$REC"; done
-	printf '\n' >> "$REC"
-}
-for f in procd_open_service procd_close_service procd_open_instance procd_close_instance \
-         procd_set_param procd_append_param procd_add_reload_trigger \
-         procd_add_interface_trigger procd_add_raw_trigger procd_add_config_trigger \
-         procd_send_signal procd_kill procd_open_trigger procd_close_trigger; do
-	eval "$f() { record $f \"\$@\"; }"
-done
-initscript="$SCRIPT"
-. "$SCRIPT"
-[ -n "${HARNESS_UJAIL:-}" ] && have_ujail() { true; }
-[ -n "${HARNESS_CAPS:-}" ] && CAPABILITIES="$HARNESS_CAPS"
-record META START="$START" STOP="${STOP:-}" USE_PROCD="$USE_PROCD"
-case "$ACTION" in
-	start)
-		procd_open_service energyhubd "$SCRIPT"
-		start_service
-		procd_open_trigger
-		service_triggers
-		procd_close_trigger
-		procd_close_service
-		;;
-	reload) reload_service ;;
-esac
-"""
-
-
-def run_init(tmp_path: Path, action: str, **env: str) -> list[list[str]]:
-    rec = tmp_path / "calls"
-    harness = tmp_path / "harness.sh"
-    harness.write_text(HARNESS)
-    rec.write_text("")
-    subprocess.run(
-        ["sh", str(harness), str(rec), str(INIT), action],
-        check=True,
-        env={"PATH": os.environ["PATH"], **env},
-        timeout=30,
-    )
-    return [line.split("\t") for line in rec.read_text().splitlines()]
-
 
 @pytest.mark.parametrize("path", SHELL_FILES, ids=lambda p: p.name)
 def test_shell_syntax(path: Path) -> None:
@@ -77,48 +28,6 @@ def test_shell_syntax(path: Path) -> None:
     if os.path.exists("/bin/busybox"):  # OpenWrt's shell is busybox ash
         result = subprocess.run(["busybox", "sh", "-n", str(path)], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
-
-
-def test_init_script_declares_the_service(tmp_path: Path) -> None:
-    calls = run_init(tmp_path, "start")
-    meta = next(c for c in calls if c[0] == "META")
-    assert meta[1:] == ["START=60", "STOP=10", "USE_PROCD=1"]
-    # starts after dnsmasq (19) and network (20)
-    assert int(meta[1].split("=")[1]) > 20
-
-    params = {c[1]: c[2:] for c in calls if c[0] == "procd_set_param"}
-    assert params["command"] == ["/usr/bin/energyhubd", "run", "--config", "/etc/config/energyhub"]
-    assert params["respawn"] == ["300", "5", "10"]
-    assert params["stdout"] == ["1"] and params["stderr"] == ["1"]
-    assert params["file"] == ["/etc/config/energyhub"]
-    assert params["term_timeout"] == ["15"]
-    assert "capabilities" not in params  # no ujail on this box: not declared
-    assert ["procd_open_instance", "energyhubd"] in calls
-    opened = calls.index(["procd_open_instance", "energyhubd"])
-    closed = calls.index(["procd_close_instance"])
-    assert all(opened < calls.index(c) < closed for c in calls if c[0] == "procd_set_param")
-
-    assert ["procd_add_reload_trigger", "energyhub"] in calls
-    assert [
-        "procd_add_interface_trigger",
-        "interface.*",
-        "wan",
-        "/etc/init.d/energyhubd",
-        "reload",
-    ] in calls
-
-
-def test_capabilities_declared_where_ujail_exists(tmp_path: Path) -> None:
-    caps = FILES / "energyhubd.capabilities.json"
-    calls = run_init(tmp_path, "start", HARNESS_UJAIL="1", HARNESS_CAPS=str(caps))
-    params = {c[1]: c[2:] for c in calls if c[0] == "procd_set_param"}
-    assert params["capabilities"] == [str(caps)]
-
-
-def test_reload_sends_sighup_through_procd(tmp_path: Path) -> None:
-    calls = run_init(tmp_path, "reload")
-    assert ["procd_send_signal", "energyhubd", "*", "HUP"] in calls
-    assert not any(c[0] == "procd_open_instance" for c in calls)
 
 
 def test_init_script_installs_path_used_by_triggers() -> None:
@@ -131,7 +40,7 @@ def test_init_script_installs_path_used_by_triggers() -> None:
 
 RECEIVER = r"""
 import signal, sys, time
-out = sys.argv[1]
+out = sys.argv[2]
 def on_usr1(signum, frame):
     with open(out, "a") as f:
         f.write("USR1\n")
@@ -145,10 +54,14 @@ while True:
 
 @pytest.fixture
 def receiver(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A process that counts signals and runs as ``<python> <dir>/energyhubd run``, as the
+    daemon does on OpenWrt (``/usr/bin/python3 /usr/bin/energyhubd run ...``)."""
     out = tmp_path / "signals"
     out.write_text("")
+    program = tmp_path / "energyhubd"
+    program.write_text(RECEIVER)
     proc = subprocess.Popen(
-        [sys.executable, "-c", RECEIVER, str(out)], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(program), "run", str(out)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     try:
@@ -211,3 +124,42 @@ def test_dhcp_hotplug_ignores_other_actions_and_missing_daemon(tmp_path: Path, r
     assert proc.poll() is None
     os.kill(proc.pid, signal.SIGHUP)  # the receiver still works: the test could see signals
     assert wait_lines(out, 2) == ["USR1", "HUP"]
+
+
+def test_dhcp_hotplug_accepts_a_pid_file_without_newline(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
+    proc, out = receiver
+    pidfile = tmp_path / "energyhubd.pid"
+    pidfile.write_text(str(proc.pid))
+    assert hotplug(pidfile, ACTION="add").returncode == 0
+    assert wait_lines(out, 1) == ["USR1"]
+
+
+@pytest.mark.parametrize("content", ["0", "0\n", "00\n", "-1\n", "-0\n", "+5\n", " 1\n"])
+def test_dhcp_hotplug_never_signals_pid_zero_or_a_group(tmp_path: Path, content: str) -> None:
+    # pid 0 is the handler's own process group: it would kill the handler (and dnsmasq's
+    # script runner with it); run in a new session so a broken handler only hurts itself.
+    pidfile = tmp_path / "energyhubd.pid"
+    pidfile.write_text(content)
+    result = subprocess.run(
+        ["sh", "-c", f'( . "{HOTPLUG_DHCP}" ); echo survived'],
+        env={"PATH": os.environ["PATH"], "ENERGYHUBD_PIDFILE": str(pidfile), "ACTION": "add"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        start_new_session=True,
+    )
+    assert result.returncode == 0 and result.stdout == "survived\n"
+
+
+def test_dhcp_hotplug_leaves_a_reused_pid_alone(tmp_path: Path) -> None:
+    # After a crash the pid in the file belongs to some other process: SIGUSR1 would kill it.
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile = tmp_path / "energyhubd.pid"
+        pidfile.write_text(f"{other.pid}\n")
+        assert hotplug(pidfile, ACTION="add").returncode == 0
+        time.sleep(0.3)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

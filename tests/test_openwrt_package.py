@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -35,8 +34,12 @@ def install_lines(makefile: Path) -> list[tuple[str, Path | None, str]]:
     return rows
 
 
-def test_both_packages_exist() -> None:
-    assert [m.parent.name for m in MAKEFILES] == ["energyhubd", "python3-nftables-binding"]
+def test_the_packages_exist() -> None:
+    assert [m.parent.name for m in MAKEFILES] == [
+        "energyhubd",
+        "python3-nftables-binding",
+        "python3-ubus-energyhub",
+    ]
 
 
 @pytest.mark.parametrize("makefile", MAKEFILES, ids=lambda p: p.parent.name)
@@ -72,32 +75,123 @@ def test_energyhubd_makefile_declares_package_metadata() -> None:
         "PKG_NAME:=energyhubd",
         "PKG_VERSION:=",
         "PKG_RELEASE:=",
-        "PKG_LICENSE:=",
+        "PKG_LICENSE_FILES:=LICENSE",
         "python3-package.mk",
         "$(eval $(call Py3Package,energyhubd))",
         "$(eval $(call BuildPackage,energyhubd))",
     ):
         assert needle in text, needle
-    depends = re.search(r"DEPENDS:=(.*?)\n\s*PKGARCH", text, re.S)
+    depends = re.search(r"^  DEPENDS:=(.*?)\n\s*#", text, re.S | re.M)
     assert depends is not None
     for dep in (
         "+python3-light",
+        "+python3-logging",
+        "+python3-openssl",
+        "+python3-ctypes",
         "+python3-pyroute2",
         "+python3-paho-mqtt",
-        "+python3-ubus",
+        "+python3-ubus-energyhub",
         "+nftables-json",
         "+python3-nftables-binding",
+        "PACKAGE_dnsmasq",
     ):
         assert dep in depends.group(1), dep
+    assert "EXTRA_DEPENDS:=dnsmasq" in text
     conffiles = re.search(r"define Package/energyhubd/conffiles\n(.*?)endef", text, re.S)
     assert conffiles is not None and "/etc/config/energyhub\n" in conffiles.group(1)
     version = re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M)
     assert version is not None and f"PKG_VERSION:={version.group(1)}\n" in text
 
 
+def test_edits_in_the_repository_rebuild_the_package() -> None:
+    text = (PKG / "energyhubd" / "Makefile").read_text()
+    block = re.search(r"PKG_FILE_DEPENDS:=(.*?)\n\n", text, re.S)
+    assert block is not None
+    deps = {d.replace("$(ENERGYHUBD_SRC)/", "") for d in block.group(1).split() if d != "\\"}
+    prepare = re.search(r"define Build/Prepare\n(.*?)endef", text, re.S)
+    assert prepare is not None
+    copied = set(re.findall(r"\$\(ENERGYHUBD_SRC\)/(\S+)", prepare.group(1)))
+    installed = {
+        str(src.relative_to(ROOT)).split("/")[0]
+        for _, src, _ in install_lines(PKG / "energyhubd" / "Makefile")
+        if src is not None and not src.is_relative_to(PKG)
+    }
+    assert copied | installed <= deps, (copied | installed) - deps
+
+
+@pytest.mark.parametrize("makefile", MAKEFILES, ids=lambda p: p.parent.name)
+def test_maintainer_and_spdx_licence(makefile: Path) -> None:
+    text = makefile.read_text()
+    assert re.search(r"^PKG_MAINTAINER:=[^<\n]+ <[^@\s]+@[^@\s]+>$", text, re.M)
+    licence = re.search(r"^PKG_LICENSE:=(\S+)$", text, re.M)
+    assert licence is not None
+    expected = {
+        "energyhubd": "LicenseRef-Proprietary",
+        "python3-nftables-binding": "GPL-2.0-only",
+        "python3-ubus-energyhub": "LGPL-2.1-or-later",
+    }[makefile.parent.name]
+    assert licence.group(1) == expected
+    assert f"SPDX-License-Identifier: {expected}" in text
+    assert (ROOT / "LICENSE").is_file()
+
+
+@pytest.mark.parametrize("makefile", MAKEFILES, ids=lambda p: p.parent.name)
+def test_host_setuptools_dependency_exists_on_every_branch(makefile: Path) -> None:
+    """python-setuptools/host exists only from 25.12 on; 23.05/24.10 bring setuptools with
+    python3/host (python3-version.mk names PYTHON3_SETUPTOOLS_VERSION there)."""
+    text = makefile.read_text()
+    assert (
+        "PKG_BUILD_DEPENDS:=python3/host $(if $(PYTHON3_SETUPTOOLS_VERSION),,"
+        "python-setuptools/host)" in text
+    )
+    assert "python3-version.mk" in text
+
+
+def run_postinst(tmp_path: Path, **env: str) -> list[str]:
+    """The package's postinst (OpenWrt stores it as postinst-pkg and default_postinst runs
+    it) with /etc/init.d pointed at stubs that log their calls."""
+    text = (PKG / "energyhubd" / "Makefile").read_text()
+    body = re.search(r"define Package/energyhubd/postinst\n(.*?)endef", text, re.S)
+    assert body is not None
+    script = body.group(1).replace("$$", "$")
+    init = tmp_path / "init.d"
+    init.mkdir(exist_ok=True)
+    log = tmp_path / "calls"
+    log.write_text("")
+    for name in ("dnsmasq", "energyhubd"):
+        stub = init / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n')
+        stub.chmod(0o755)
+    (tmp_path / "postinst").write_text(script.replace("/etc/init.d/", f"{init}/"))
+    subprocess.run(
+        ["sh", str(tmp_path / "postinst")], env={"PATH": "/usr/bin:/bin", **env}, check=True
+    )
+    return log.read_text().splitlines()
+
+
+def test_postinst_restarts_dnsmasq_on_first_install_only(tmp_path: Path) -> None:
+    assert run_postinst(tmp_path) == ["dnsmasq restart"]
+    assert run_postinst(tmp_path, PKG_UPGRADE="1") == []
+    assert run_postinst(tmp_path, IPKG_INSTROOT="/build/root") == []
+
+
+def test_service_is_left_to_openwrts_defaults() -> None:
+    """default_postinst/default_prerm (generated around the package's scripts) enable the
+    service on a first install only and start/stop it; the package adds no enable, start,
+    restart or disable of its own, so an operator's 'disable' survives an upgrade."""
+    text = (PKG / "energyhubd" / "Makefile").read_text()
+    body = re.search(r"define Package/energyhubd/postinst\n(.*?)endef", text, re.S)
+    assert body is not None
+    assert "energyhubd" not in body.group(1)
+    assert "default_postinst" not in body.group(1)  # the generated wrapper calls it
+    assert "define Package/energyhubd/prerm" not in text  # default_prerm does it all
+
+
 def test_nftables_binding_builds_the_py_directory() -> None:
     text = (PKG / "python3-nftables-binding" / "Makefile").read_text()
-    assert "PYTHON3_PKG_SETUP_DIR:=py" in text
+    assert "PYTHON3_PKG_BUILD_PATH:=py" in text
+    assert "PYTHON3_PKG_WHEEL_NAME:=nftables" in text
+    assert "PYTHON3_PKG_WHEEL_VERSION:=0.1" in text
     assert "PKG_SOURCE:=nftables-$(PKG_VERSION)" in text
     assert "+nftables-json" in text and "+python3-ctypes" in text
 
@@ -121,26 +215,3 @@ def test_capabilities_file_is_procd_format() -> None:
     assert set(caps["bounding"]) == {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"}
     for values in caps.values():
         assert set(values) <= set(caps["bounding"])
-
-
-@pytest.mark.skipif(shutil.which("patch") is None, reason="patch(1) not installed")
-def test_python_ubus_patch_is_well_formed(tmp_path: Path) -> None:
-    """Apply the patch to a file built from its own context lines (syntax check only)."""
-    patch = PKG / "python-ubus-patches" / "100-lenient-signature.patch"
-    lines: list[str] = []
-    inside = False
-    for line in patch.read_text().splitlines():
-        if line.startswith("@@"):
-            inside = True
-            lines.append("/* gap */")
-        elif inside and line[:1] in (" ", "-"):
-            lines.append(line[1:])
-    (tmp_path / "ubus_python.c").write_text("\n".join(lines) + "\n")
-    result = subprocess.run(
-        ["patch", "-p1", "--dry-run", "-i", str(patch)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "LENIENT_SIGNATURE" in patch.read_text()

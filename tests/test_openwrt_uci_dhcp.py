@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from energyhubd.config.load import parse_document
-from energyhubd.openwrt.uci import Package, Section, parse, render, tokenize
+from energyhubd.openwrt.uci import parse
 from energyhubd.openwrt.uci_dhcp import (
     DhcpPlan,
     Lease,
@@ -15,6 +15,7 @@ from energyhubd.openwrt.uci_dhcp import (
     leasetime_text,
     plan_from_lan,
 )
+from tests.real_uci import uci_batch
 
 OPENWRT_DHCP = """\
 config dnsmasq
@@ -36,32 +37,6 @@ config host 'printer'
 	option mac '02:00:5e:00:00:99'
 	option ip '192.168.254.50'
 """
-
-
-def uci_batch(package: Package, commands: Sequence[str]) -> Package:
-    """A small stand-in for ``uci batch`` (set/delete only), to check the commands' effect."""
-    for command in commands:
-        verb, rest = command.split(" ", 1)
-        target, _, raw = rest.partition("=")
-        parts = target.split(".")
-        assert parts[0] == "dhcp", command
-        value = tokenize(raw)[0] if raw else None
-        section = package.named(parts[1])
-        if verb == "set" and len(parts) == 2:
-            assert section is None and value is not None
-            package.sections.append(Section(value, parts[1]))
-        elif verb == "set":
-            assert section is not None and value is not None, command
-            section.options[parts[2]] = value
-        elif verb == "delete" and len(parts) == 2:
-            assert section is not None, command
-            package.sections.remove(section)
-        elif verb == "delete":
-            assert section is not None, command
-            del section.options[parts[2]]
-        else:
-            raise AssertionError(command)
-    return parse(render(package))
 
 
 def plan(doc: dict[str, Any]) -> DhcpPlan:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from energyhubd.config.load import parse_document
 from energyhubd.openwrt.platform_sync import plan_changes, sync_platform
-from energyhubd.openwrt.uci import Package, Section, parse, render, tokenize
+from energyhubd.openwrt.uci import Package, parse, render
 from energyhubd.openwrt.uci_dhcp import dns_changes
 from energyhubd.openwrt.uci_system import apply_ntp_changes, ntp_changes
+from tests.real_uci import uci_batch
 
 OPENWRT_SYSTEM = """\
 config system
@@ -42,45 +43,6 @@ config host 'energyhub_display'
 	option name 'display'
 	option ip '192.168.254.200'
 """
-
-
-def _section(package: Package, ref: str) -> Section | None:
-    if ref.startswith("@"):
-        type_, index = ref[1:].rstrip("]").split("[")
-        found = package.of_type(type_)
-        return found[int(index)] if len(found) > int(index) else None
-    return package.named(ref)
-
-
-def uci_batch(package: Package, commands: Sequence[str]) -> Package:
-    """A stand-in for ``uci batch``: set, delete, add, add_list."""
-    for command in commands:
-        verb, rest = command.split(" ", 1)
-        if verb == "add":
-            _pkg, type_ = rest.split()
-            package.sections.append(Section(type_))
-            continue
-        target, _, raw = rest.partition("=")
-        parts = target.split(".")
-        value = tokenize(raw)[0] if raw else None
-        section = _section(package, parts[1])
-        if verb == "set" and len(parts) == 2:
-            assert section is None and value is not None
-            package.sections.append(Section(value, parts[1]))
-        elif verb == "set":
-            assert section is not None and value is not None, command
-            section.options[parts[2]] = value
-        elif verb == "add_list":
-            assert section is not None and value is not None, command
-            have = section.options.setdefault(parts[2], [])
-            assert isinstance(have, list)
-            have.append(value)
-        elif verb == "delete":
-            assert section is not None, command
-            del section.options[parts[2]]
-        else:
-            raise AssertionError(command)
-    return parse(render(package))
 
 
 def test_ntp_servers_replace_the_pool_and_nothing_else() -> None:
@@ -174,14 +136,14 @@ def test_platform_sync_applies_each_package_once_and_only_when_changed(tmp_path:
 
     def run(argv: Sequence[str], stdin: str | None) -> None:
         calls.append(list(argv))
-        if argv[:2] == ["uci", "batch"]:  # stand-in for uci: apply to the files
+        if argv[:2] == ["uci", "batch"]:  # the real uci applies each package's lines
             assert stdin is not None
             for path in (dhcp, system):
                 package = parse(path.read_text())
                 mine = [c for c in stdin.splitlines() if c.split(" ")[1].startswith(path.name)]
                 path.write_text(render(uci_batch(package, mine)))
 
-    result = sync_platform(config, str(dhcp), str(system), run)
+    result = sync_platform(config, str(dhcp), str(system), run, network_file=None)
     assert result.dhcp == (
         "delete dhcp.@dnsmasq[0].server",
         "add_list dhcp.@dnsmasq[0].server='/corp.example/10.0.0.53'",
@@ -191,7 +153,7 @@ def test_platform_sync_applies_each_package_once_and_only_when_changed(tmp_path:
     assert ["/etc/init.d/dnsmasq", "reload"] in calls
     assert ["/etc/init.d/sysntpd", "restart"] in calls
     calls.clear()
-    again = sync_platform(config, str(dhcp), str(system), run)
+    again = sync_platform(config, str(dhcp), str(system), run, network_file=None)
     assert again.dhcp == () and again.system == () and calls == []
     # Missing files: everything is created.
     fresh = plan_changes(config, Package(), Package())

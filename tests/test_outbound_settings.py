@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from energyhubd.outbound.settings import OutboundSettings, parse_outbound_section
+from energyhubd.config.sections.outbound import OutboundSettings, parse_outbound_section
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh0aGlzaXNhbGFiaG9zdGtleWZvcnRlc3Rz"
 
@@ -80,7 +80,7 @@ def test_bad_values_name_the_field() -> None:
         "outbound.timeout",
     }
     assert "duplicate" in got["outbound.mqtt_ports[1]"]
-    assert "out of range" in got["outbound.diagnose_interval"]
+    assert got["outbound.diagnose_interval"] == "1 s is shorter than the minimum 300 s"
 
 
 def test_enabled_tunnel_requires_a_pinned_host_key_and_a_port() -> None:
@@ -94,5 +94,5 @@ def test_enabled_tunnel_requires_a_pinned_host_key_and_a_port() -> None:
 
 
 def test_not_an_object() -> None:
-    assert reasons([]) == {"outbound": "must be an object"}
-    assert reasons({"tunnel": 3}) == {"outbound.tunnel": "must be an object"}
+    assert reasons([]) == {"outbound": "must be an object, not a list"}
+    assert reasons({"tunnel": 3}) == {"outbound.tunnel": "must be an object, not an integer"}

@@ -18,7 +18,7 @@ import pytest
 
 from energyhub_lab import internet, netns
 from energyhub_lab.internet import MiniLab, connect_in
-from energyhubd.outbound.settings import TunnelSettings
+from energyhubd.config.sections.outbound import TunnelSettings
 from energyhubd.outbound.tunnel import (
     TunnelSupervisor,
     TunnelTarget,

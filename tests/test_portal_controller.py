@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from energyhubd.config.errors import ConfigError, FieldError
+from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.portal import confirm as cm
 from energyhubd.portal.controller import PushController
 from energyhubd.portal.link import PortalLink
-from energyhubd.portal.settings import PortalSettings
 from energyhubd.portal.store import ConfigStore
 from tests.portal_broker import DEVICE, Broker, Daemon, Observer, Pki, make_pki, settings_for
 

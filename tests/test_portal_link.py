@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.portal.link import PortalLink
-from energyhubd.portal.settings import PortalSettings
 from tests.portal_broker import (
     DEVICE,
     Broker,
@@ -146,7 +146,7 @@ def test_retained_desired_is_redelivered_on_every_reconnect(
 CHILD = """
 import queue, sys
 from energyhubd.portal.link import PortalLink
-from energyhubd.portal.settings import PortalSettings
+from energyhubd.config.sections.portal import PortalSettings
 ca, cert, key, port = sys.argv[1:5]
 s = PortalSettings(host="localhost", port=int(port), server_name="localhost",
                    ca_file=ca, cert_file=cert, key_file=key, keepalive=30)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from energyhubd.config.errors import ConfigError
-from energyhubd.config.load import load_file
+from energyhubd.configfile import load_file
 from energyhubd.openwrt.uci_document import document_to_uci
 from energyhubd.portal.local import merge_local, validate_push, write_back
 

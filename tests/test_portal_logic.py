@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from energyhubd.config.errors import ConfigError, FieldError
+from energyhubd.config.sections.portal import PortalSettings, parse_portal_section
 from energyhubd.portal import confirm as cm
 from energyhubd.portal.backoff import Backoff
 from energyhubd.portal.outbox import Outbox, OutMessage
@@ -30,7 +31,6 @@ from energyhubd.portal.push import (
     digest_of,
     nesting_depth,
 )
-from energyhubd.portal.settings import PortalSettings, parse_portal_section
 from energyhubd.portal.store import ConfigStore
 
 pytestmark = pytest.mark.feed
@@ -61,7 +61,7 @@ def test_settings_unknown_and_bad_values_named_with_full_path() -> None:
     )
     paths = {e.path: e.reason for e in errors}
     assert paths["portal.colour"] == "unknown key"
-    assert "at least 1" in paths["portal.port"]
+    assert paths["portal.port"] == "0 is out of range 1..65535"
     assert "integer" in paths["portal.keepalive"]
     assert "absolute" in paths["portal.ca_file"]
     assert "3.1.1" in paths["portal.mqtt_version"]
@@ -81,7 +81,9 @@ def test_server_name_defaults_to_host_and_mqtt_311_selectable() -> None:
 
 def test_settings_not_an_object() -> None:
     s, errors = parse_portal_section([1], "portal")
-    assert errors == [FieldError("portal", "must be an object")] and s == PortalSettings()
+    assert (
+        errors == [FieldError("portal", "must be an object, not a list")] and s == PortalSettings()
+    )
 
 
 def test_backoff_initial_above_max_refused() -> None:

@@ -13,8 +13,8 @@ import sys
 
 from energyhubd import __version__, logsetup, paths
 from energyhubd.config.errors import ConfigError
-from energyhubd.config.load import load_file, parse_document
 from energyhubd.config.model import Config
+from energyhubd.configfile import load_file, parse_document
 
 log = logging.getLogger("energyhubd")
 

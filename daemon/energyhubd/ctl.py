@@ -29,7 +29,7 @@ def _socket_path(args: argparse.Namespace) -> str:
         return str(args.socket)
     from energyhubd import paths
     from energyhubd.config.errors import ConfigError
-    from energyhubd.config.load import load_file
+    from energyhubd.configfile import load_file
 
     path = args.config or paths.default_config_path()
     if path:
@@ -61,7 +61,7 @@ def invoke(
     if _use_ubus(args):
         from energyhubd.control.ubus_client import call_ubus
 
-        return call_ubus(method, params or {})
+        return call_ubus(method, params or {}, timeout)
     return call(_socket_path(args), method, params, timeout=timeout)
 
 

@@ -1,14 +1,19 @@
-"""Where energyhubd looks for things when the command line does not say."""
+"""Where energyhubd looks for things when the command line does not say, and which platform
+it runs on (the configuration parser is told, it never looks)."""
 
 from __future__ import annotations
 
 import os
 
-from energyhubd.config.load import detect_platform
-
+OPENWRT_RELEASE = "/etc/openwrt_release"
 OPENWRT_CONFIG = "/etc/config/energyhub"
 LINUX_CONFIG = "/etc/energyhubd/config.json"
 PID_FILE = "/var/run/energyhubd.pid"
+
+
+def detect_platform() -> str:
+    """``openwrt`` on an OpenWrt system, else ``linux``: what ``platform: auto`` means."""
+    return "openwrt" if os.path.exists(OPENWRT_RELEASE) else "linux"
 
 
 def default_config_path() -> str | None:

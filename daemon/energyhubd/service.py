@@ -19,8 +19,8 @@ from typing import Any
 
 from energyhubd import __version__
 from energyhubd.config.errors import ConfigError
-from energyhubd.config.load import load_file, parse_document
 from energyhubd.config.model import Config
+from energyhubd.configfile import load_file, parse_document
 from energyhubd.control.methods import MethodError, MethodTable
 from energyhubd.control.status import (
     build_method_table,
@@ -424,7 +424,7 @@ class Daemon:
     def _configure_portal(self, config: Config, start: bool) -> None:
         """One portal link while ``portal.enabled``; a changed portal section restarts it."""
         settings = config.portal
-        wanted = settings is not None and settings.enabled
+        wanted = settings.enabled
         current = self.portal
         if current is not None:
             same = (
@@ -569,6 +569,10 @@ class Daemon:
             "proto": config.wan.proto,
             "dns": self.outbound.wan_dns(config),
         }
+        if config.platform == "openwrt":  # netifd runs the WAN there: its own view
+            from energyhubd.openwrt.uci_network import wan_status
+
+            status["wan"]["netifd"] = wan_status()
         dhcp = config.lan.dhcp
         server: dict[str, Any] = {"kind": "system dnsmasq (UCI)"}
         if config.platform == "linux":
@@ -619,7 +623,7 @@ class Daemon:
 
     def _portal_status(self, config: Config | None) -> dict[str, Any]:
         if self.portal is None:
-            enabled = bool(config and config.portal and config.portal.enabled)
+            enabled = bool(config and config.portal.enabled)
             return {"enabled": enabled, "connected": False}
         facts = self.portal.link_facts()
         settings = self.portal.settings

@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "..., and 'auto' asks for that explicitly)",
     )
     parser.add_argument("--keep", action="store_true", help="check: leave the site running")
+    parser.add_argument(
+        "--openwrt",
+        action="store_true",
+        help="check: the router on OpenWrt's own userland (procd, ubus, rpcd, netifd, fw4), "
+        "built by scripts/openwrt/build.sh",
+    )
 
 
 def run(argv: list[str]) -> int:
@@ -87,6 +93,11 @@ def main(args: argparse.Namespace) -> int:
             _progress(f"using prefix {args.prefix}{note}; choose one with --prefix / PREFIX=")
         else:
             args.prefix = "eh"
+    if getattr(args, "openwrt", False):
+        if args.action != "check":
+            print("energyhubd lab: --openwrt goes with check", file=sys.stderr)
+            return 2
+        return _check_openwrt(args)
     site = Site(prefix=args.prefix)
     if args.action == "down":
         site.down()
@@ -124,6 +135,34 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if not args.keep:
             site.down()
+
+
+def _check_openwrt(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from energyhub_lab.checks import render
+    from energyhub_lab.openwrt import OpenWrtError, OpenWrtRouter
+    from energyhub_lab.openwrt_checks import run_openwrt_checks
+
+    run_dir = Path(tempfile.mkdtemp(prefix=f"energyhub-openwrt-{args.prefix}-"))
+    router = OpenWrtRouter(prefix=f"{args.prefix}w", run_dir=run_dir)
+    try:
+        _progress("building (or reusing) the OpenWrt userland and booting it")
+        router.up()
+        _progress(f"booted in {router.boot_seconds:.1f} s; run dir {run_dir}")
+        results = run_openwrt_checks(router)
+        print(render(results))
+        if args.keep:
+            print(f"left running: nsenter -t {router.procd_pid} -m -u -i -n -p -r -w /bin/ash -l")
+        return 0 if all(r.passed for r in results) else 1
+    except (OpenWrtError, LabError) as exc:
+        print(f"energyhubd lab: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            router.down()
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _push(site: Site, file: str | None) -> int:

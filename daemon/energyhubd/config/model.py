@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
+
+from energyhubd.config.sections.inventory import OPENWRT_LEASE_FILE, InventorySettings
+from energyhubd.config.sections.outbound import OutboundSettings
+from energyhubd.config.sections.portal import PortalSettings
 
 DEFAULT_LAN_DEVICE = "br-lan"
 DEFAULT_LAN_ADDRESS = "192.168.254.1/24"
@@ -21,6 +26,14 @@ DEFAULT_DNS_FALLBACK = ("8.8.8.8",)
 DEFAULT_DNS_FALLBACK_ADDRS = tuple(ipaddress.IPv4Address(a) for a in DEFAULT_DNS_FALLBACK)
 DEFAULT_LAN_IFACE = ipaddress.IPv4Interface(DEFAULT_LAN_ADDRESS)
 DEFAULT_SOCKET = "/var/run/energyhubd.sock"
+
+
+def platform_lease_file(platform: str, state_dir: str) -> str:
+    """The lease file of the platform's DHCP server: OpenWrt's dnsmasq, or on plain Linux the
+    dnsmasq energyhubd runs itself (``kernel.dnsmasq.own_lease_file``, the same path)."""
+    if platform == "linux":
+        return str(PurePosixPath(state_dir) / "dnsmasq" / "dhcp.leases")
+    return OPENWRT_LEASE_FILE
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,11 @@ class Wan:
 
 @dataclass(frozen=True)
 class Config:
-    """One validated configuration; ``document`` is its normalised JSON form."""
+    """One validated configuration; ``document`` is its normalised JSON form.
+
+    Every section is typed and complete: defaults are applied by the parser, so no consumer
+    checks for a missing section.
+    """
 
     schema: int
     version: int
@@ -92,7 +109,7 @@ class Config:
     egress_mode: str
     dns_fallback: tuple[ipaddress.IPv4Address, ...]
     control_socket: str
-    inventory: Any = None
-    portal: Any = None
-    outbound: Any = None
+    inventory: InventorySettings = field(default_factory=InventorySettings)
+    portal: PortalSettings = field(default_factory=PortalSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
     document: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

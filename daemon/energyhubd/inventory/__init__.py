@@ -5,13 +5,14 @@ stream) live here; the kernel adapters are ``energyhubd.kernel.neighbours`` (net
 ``energyhubd.kernel.filewatch`` (inotify).
 """
 
+from energyhubd.config.sections.inventory import InventorySettings, parse_inventory_section
+
 from .classify import ROLE_DISPLAY, ROLE_UNIT, ROLE_UNKNOWN, Classification, classify
 from .events import Event, EventStream
 from .leases import Lease, LeaseSnapshot, parse_leases, read_lease_file
 from .neighbour import NeighbourUpdate
 from .registry import DeviceRegistry
 from .sanitize import safe_text
-from .settings import InventorySettings, parse_inventory_section
 
 __all__ = [
     "ROLE_DISPLAY",

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from .settings import InventorySettings
+from energyhubd.config.sections.inventory import InventorySettings
 
 ROLE_DISPLAY = "display"
 ROLE_UNIT = "unit"

@@ -21,8 +21,7 @@ from energyhubd.inventory.events import EventStream
 from energyhubd.inventory.leases import read_lease_file
 from energyhubd.inventory.registry import DeviceRegistry
 from energyhubd.inventory.sanitize import safe_text
-from energyhubd.inventory.settings import InventorySettings
-from energyhubd.kernel.dnsmasq import own_lease_file, vendor_class_dir
+from energyhubd.kernel.dnsmasq import vendor_class_dir
 from energyhubd.kernel.filewatch import FileWatch
 from energyhubd.kernel.neighbours import NeighbourWatcher
 from energyhubd.loop import EventLoop, Timer
@@ -35,16 +34,11 @@ log = logging.getLogger("energyhubd.inventory")
 # every device leave and come back.
 LEASE_SETTLE = 0.05
 MAINTENANCE_INTERVAL = 60.0
-OPENWRT_LEASE_FILE = "/tmp/dhcp.leases"
 
 
 def lease_file_for(config: Config) -> str:
-    """The lease file the platform's DHCP server writes (an explicit setting wins)."""
-    if config.inventory is not None and config.inventory.lease_file:
-        return str(config.inventory.lease_file)
-    if config.platform == "linux":
-        return own_lease_file(config.state_dir)
-    return OPENWRT_LEASE_FILE
+    """The lease file the platform's DHCP server writes (resolved by the parser)."""
+    return config.inventory.lease_file
 
 
 def lease_addresses(path: str, now: float | None = None) -> dict[str, str]:
@@ -74,7 +68,7 @@ class InventoryMonitor:
         self.lease_file = lease_file
         self.events = events
         self.on_change = on_change
-        settings = config.inventory or InventorySettings()
+        settings = config.inventory
         self.registry = DeviceRegistry(settings, _reservations(config), _pool(config))
         self.filewatch = FileWatch(lease_file)
         self.neighbours = NeighbourWatcher(config.lan.device)
@@ -144,7 +138,7 @@ class InventoryMonitor:
         self._schedule_maintenance()
 
     def reconfigure(self, config: Config) -> None:
-        settings = config.inventory or InventorySettings()
+        settings = config.inventory
         self._publish(
             self.registry.configure(settings, _reservations(config), _pool(config), time.time())
         )

@@ -53,12 +53,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from energyhubd.config.sections.inventory import InventorySettings
+
 from .classify import ROLE_DISPLAY, ROLE_UNIT, ROLE_UNKNOWN, Reservation, classify
 from .duplicates import DuplicateMacs
 from .events import Event
 from .leases import Lease, LeaseSnapshot
 from .neighbour import ALIVE_STATES, FAILED, REACHABLE, UNKNOWN, NeighbourUpdate
-from .settings import InventorySettings
 
 MAX_DEVICES = 1024  # absent devices are forgotten first when more than this are tracked
 MAX_UNKNOWN_REMEMBERED = 65536

@@ -577,7 +577,8 @@ def document_to_uci(doc: dict[str, Any]) -> str:
     """Render a JSON document as the text of ``/etc/config/energyhub``."""
     header = (
         "# Managed by energyhubd: the running configuration, written back after each\n"
-        "# accepted push. Edit with uci or LuCI; the daemon reloads on 'uci commit'.\n\n"
+        "# accepted push. Edit with LuCI, or with uci followed by 'uci commit energyhub'\n"
+        "# and 'reload_config' (uci commit alone does not reload the daemon).\n\n"
     )
     return header + render(document_to_package(doc))
 

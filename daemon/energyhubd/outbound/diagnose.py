@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from energyhubd.config.sections.outbound import OutboundSettings
+
 from . import certinfo, dnswire, sntp
-from .settings import OutboundSettings
 
 # Every row a run produces, one per flow the network document requires (see docs/outbound.md).
 FLOWS = frozenset(
@@ -707,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import sys
 
-    from .settings import parse_outbound_section
+    from energyhubd.config.sections.outbound import parse_outbound_section
 
     parser = argparse.ArgumentParser(prog="energyhubd.outbound.diagnose")
     parser.add_argument("--outbound", default="{}", help="the outbound section as JSON")

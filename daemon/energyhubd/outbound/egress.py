@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from energyhubd.config.model import Config
-from energyhubd.outbound.settings import OutboundSettings
 from energyhubd.policy.nft import FAMILY, PRIO_FILTER, TABLE
 from energyhubd.policy.nftexpr import match as _match
 from energyhubd.policy.nftexpr import meta as _meta
@@ -356,7 +355,7 @@ def plan_for(config: Config, inputs: EgressInputs | None) -> EgressPlan:
     ``dns_v4`` even before anything was read; a broker given as an address needs no lookup.
     """
     inputs = inputs or EgressInputs()
-    settings = config.outbound or OutboundSettings()
+    settings = config.outbound
     dns: list[str] = []
     for server in (*inputs.dns_servers, *config.wan.dns, *config.dns_fallback):
         text = str(server)

@@ -36,11 +36,11 @@ from typing import Any
 
 from energyhubd.config.atomic import write_if_changed
 from energyhubd.config.model import Config
+from energyhubd.config.sections.outbound import OutboundSettings
 from energyhubd.kernel.nftables_exec import NftError, NftExecutor
 from energyhubd.loop import EventLoop, Timer
 from energyhubd.outbound import diagnose, egress, ipranges
 from energyhubd.outbound.diagnose import Row
-from energyhubd.outbound.settings import OutboundSettings
 from energyhubd.outbound.tunnel import TunnelSupervisor, TunnelTarget
 
 log = logging.getLogger("energyhubd.outbound")
@@ -105,16 +105,16 @@ def wan_dns_servers(config: Config, resolv_file: str | None) -> tuple[list[str],
 
 
 def _settings(config: Config) -> OutboundSettings:
-    return config.outbound if isinstance(config.outbound, OutboundSettings) else OutboundSettings()
+    return config.outbound
 
 
 def _client_cert(config: Config) -> tuple[str, str] | None:
     """The portal identity, when configured and present: a broker that asks for a client
     certificate aborts a TLS 1.2 handshake without one."""
     portal = config.portal
-    if portal is None or not getattr(portal, "enabled", False):
+    if not portal.enabled:
         return None
-    cert, key = getattr(portal, "cert_file", None), getattr(portal, "key_file", None)
+    cert, key = portal.cert_file, portal.key_file
     if cert and key and os.path.exists(cert) and os.path.exists(key):
         return str(cert), str(key)
     return None

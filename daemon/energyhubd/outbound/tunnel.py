@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .settings import TunnelSettings
+from energyhubd.config.sections.outbound import TunnelSettings
 
 STABLE_AFTER = 30.0  # a child that ran this long resets the backoff
 KEEPALIVE = 30  # ServerAliveInterval: a dead path is noticed within ~3 intervals

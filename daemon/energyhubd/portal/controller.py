@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from energyhubd.config.errors import FieldError
+from energyhubd.config.sections.portal import PortalSettings
 
 from . import confirm as cm
 from .link import LinkState
 from .push import APPLY, IGNORE, NOOP, REJECT, Decision, Seen, Validate, decide, digest_of
-from .settings import PortalSettings
 from .store import ConfigStore, PendingMarker, StoreError
 
 log = logging.getLogger(__name__)

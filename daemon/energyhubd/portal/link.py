@@ -29,9 +29,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from energyhubd.config.sections.portal import PortalSettings
+
 from .backoff import Backoff
 from .outbox import Outbox, OutMessage
-from .settings import PortalSettings
 from .topics import Topics, dumps, event_payload, health_payload, status_payload
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from typing import Any
 
 from energyhubd.config.atomic import write_if_changed
 from energyhubd.config.errors import ConfigError, FieldError
-from energyhubd.config.load import parse_document
 from energyhubd.config.model import Config
+from energyhubd.configfile import parse_document
 
 DEVICE_LOCAL_KEYS = ("platform", "state_dir", "control", "portal")
 

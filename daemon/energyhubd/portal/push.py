@@ -12,7 +12,6 @@ apply -> lose link -> rollback -> reconnect -> apply forever.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from energyhubd.config.errors import ConfigError, FieldError
+from energyhubd.configfile import parse_document
 
 from .topics import dumps
 
@@ -121,9 +121,8 @@ def parse_push(payload: bytes, max_bytes: int, max_depth: int) -> tuple[Any, Fie
 
 
 def default_validate(document: dict[str, Any]) -> object:
-    """The daemon's full validation: ``energyhubd.config.load.parse_document``."""
-    module = importlib.import_module("energyhubd.config.load")
-    return module.parse_document(document)
+    """The daemon's full validation (``energyhubd.config.load.parse_document``)."""
+    return parse_document(document)
 
 
 def decide(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from energyhubd import __version__
+from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.inventory.events import Event, EventStream
 from energyhubd.loop import EventLoop, Timer
 from energyhubd.outbound.sntp import kernel_clock_synchronised
@@ -22,7 +23,6 @@ from energyhubd.portal.controller import PushController
 from energyhubd.portal.health import build_health, significant
 from energyhubd.portal.link import LinkState, PortalLink
 from energyhubd.portal.push import Validate
-from energyhubd.portal.settings import PortalSettings
 from energyhubd.portal.statecheck import PENDING, Quarantined
 from energyhubd.portal.store import ConfigStore
 
