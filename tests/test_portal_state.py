@@ -189,3 +189,12 @@ def test_confirm_that_cannot_be_stored_rolls_back_and_says_why(tmp_path: Path) -
     assert h.restored == [None]
     disk.full = False
     assert h.push(version=2) == "apply"  # not recorded as the push's failure
+
+
+def test_state_directory_that_cannot_be_made_is_no_crash(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    store = ConfigStore(str(blocker / "portal"))
+    assert store.check(WALL) == [] and store.load_last_good() is None
+    with pytest.raises(OSError):
+        store.save_candidate({"version": 1}, 1.0)

@@ -129,8 +129,8 @@ def quarantine(directory: str, wall: float) -> list[Quarantined]:
         try:
             with open(path, "rb") as handle:
                 raw = handle.read(MAX_STATE_BYTES + 1)
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # absent (or no directory at all): nothing to check
         except OSError as exc:
             reason: str | None = f"unreadable ({exc.strerror or exc})"
         else:

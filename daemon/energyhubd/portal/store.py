@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ from energyhubd.config.atomic import write_if_changed
 from . import statecheck
 from .statecheck import CANDIDATE, FAILED, LAST_GOOD, PENDING, REPORTED, Quarantined
 from .topics import dumps
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,10 @@ class ConfigStore:
 
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:  # full or read-only flash: every write then fails and is reported
+            log.error("portal state directory %s not created: %s", state_dir, exc)
         self._ignored: set[str] = set()  # bad files that could not even be moved aside
 
     def check(self, wall: float) -> list[Quarantined]:
