@@ -89,8 +89,10 @@ class ConfigStore:
         try:
             with open(self._path(name), "rb") as handle:
                 raw = handle.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:  # EIO on worn flash: as bad as unreadable content
+            raise StoreError(f"{self._path(name)}: unreadable ({exc.strerror or exc})") from exc
         try:
             return json.loads(raw)
         except ValueError as exc:
