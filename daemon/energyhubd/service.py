@@ -477,7 +477,7 @@ class Daemon:
         """A confirmed push newer than the local file (write-back failed) wins at start."""
         if self.portal is None:
             return local
-        last_good = self.portal.store.load_last_good()
+        last_good = self.portal.store.last_good_or_none()
         if last_good is None or not isinstance(last_good.get("version"), int):
             return local
         if last_good["version"] <= local.version:

@@ -22,7 +22,7 @@ from energyhubd.config.sections.portal import PortalSettings
 from . import confirm as cm
 from .link import LinkState
 from .push import APPLY, IGNORE, NOOP, REJECT, Decision, Seen, Validate, decide, digest_of
-from .store import ConfigStore, PendingMarker, StoreError
+from .store import ConfigStore, PendingMarker
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,7 @@ class PushController:
         self._on_confirmed = on_confirmed
         self._clock = clock
         self._wall = wall
-        try:
-            last_good = store.load_last_good()
-        except StoreError as exc:  # the start check moves bad files aside; this is a race
-            log.error("%s; starting from the local configuration", exc)
-            last_good = None
+        last_good = store.last_good_or_none()  # bad files were moved aside at start
         self.applied: Seen | None = None
         if last_good is not None:
             self.applied = Seen(int(last_good.get("version", 0)), digest_of(last_good))
@@ -182,12 +178,7 @@ class PushController:
 
     def _rollback(self) -> None:
         candidate = self._candidate
-        try:
-            last_good = self.store.load_last_good()
-        except StoreError as exc:
-            log.error("%s; rolling back to the local configuration", exc)
-            last_good = None
-        self._restore(last_good)
+        self._restore(self.store.last_good_or_none())
         try:
             self.store.discard_candidate()
         except OSError as exc:  # the marker stays: the next start rolls back once more
@@ -238,7 +229,7 @@ class PushController:
                 self.applied = self._candidate
                 self._candidate = None
                 self._wall_deadline = None
-                confirmed = self.store.load_last_good()
+                confirmed = self.store.last_good_or_none()
                 if self._on_confirmed is not None and confirmed is not None:
                     self._on_confirmed(confirmed)
             elif action.kind == cm.ROLLBACK:

@@ -105,6 +105,15 @@ class ConfigStore:
             raise StoreError(f"{self._path(LAST_GOOD)}: not a JSON object")
         return doc
 
+    def last_good_or_none(self) -> dict[str, Any] | None:
+        """Like ``load_last_good``, but a file gone bad since the start check is logged and
+        treated as absent: the caller then runs the local configuration."""
+        try:
+            return self.load_last_good()
+        except StoreError as exc:
+            log.error("%s; using the local configuration", exc)
+            return None
+
     def save_last_good(self, doc: dict[str, Any]) -> bool:
         """Seed last-good (e.g. from the local config at first start)."""
         return self.write_atomic(LAST_GOOD, dumps(doc))
