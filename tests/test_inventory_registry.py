@@ -15,6 +15,7 @@ from energyhubd.inventory.leases import Lease, LeaseSnapshot, parse_leases
 from energyhubd.inventory.neighbour import NeighbourUpdate
 from energyhubd.inventory.registry import (
     CONFLICT_REPEAT_S,
+    HOOK_WAIT_S,
     LEASE_GRACE_S,
     LEASE_WAIT_S,
     POOL_REPEAT_S,
@@ -550,3 +551,33 @@ def test_settle_window_counts_from_the_lease_not_from_first_sight() -> None:
     assert registry.expire(T0 + 14) == []
     assert "unknown_device" not in kinds(registry.apply_vendor_class(mac, "ferroamp-eh", T0 + 15))
     assert registry.next_deadline() is None
+
+
+def hooked() -> DeviceRegistry:
+    return DeviceRegistry(
+        SETTINGS, RESERVATIONS, ("192.168.254.200", "192.168.254.244"), hook_reports=True
+    )
+
+
+def test_with_a_reporting_hook_the_verdict_waits_for_the_hook_not_a_clock() -> None:
+    """Under load dnsmasq's hook queue took longer than any fixed window for the first unit."""
+    registry = hooked()
+    mac, ip = "02:aa:00:00:00:04", "192.168.254.235"
+    assert kinds(registry.apply_leases(snap(lease(mac, ip, None)), T0)) == ["device_joined"]
+    assert registry.next_deadline() == T0 + HOOK_WAIT_S
+    assert registry.expire(T0 + 30) == []  # the hook has not spoken yet: no verdict
+    events = registry.apply_vendor_class(mac, "ferroamp-eh", T0 + 31)
+    assert kinds(events) == ["device_changed"] and registry.next_deadline() is None
+
+
+def test_with_a_reporting_hook_a_stranger_is_alerted_as_soon_as_it_reported() -> None:
+    registry = hooked()
+    registry.apply_leases(snap(lease(STRANGER, "192.168.254.236", "laptop")), T0)
+    events = registry.apply_vendor_class(STRANGER, "", T0 + 0.2)  # no vendor class sent
+    assert kinds(events) == ["unknown_device"]
+
+
+def test_with_a_reporting_hook_a_silent_hook_still_ends_in_a_verdict() -> None:
+    registry = hooked()
+    registry.apply_leases(snap(lease(STRANGER, "192.168.254.236", "laptop")), T0)
+    assert kinds(registry.expire(T0 + HOOK_WAIT_S)) == ["unknown_device"]

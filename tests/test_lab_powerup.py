@@ -58,6 +58,19 @@ def logged_events(site: Site, kind: str) -> list[dict[str, Any]]:
     return found
 
 
+def history(site: Site, alerts: list[dict[str, Any]]) -> str:
+    """The daemon's log lines about the alerted devices, and lease hook facts, for a failure."""
+    macs = {a["mac"] for a in alerts}
+    lines = [
+        line
+        for line in (site.dir / "energyhubd.log").read_text(errors="replace").splitlines()
+        if any(mac in line for mac in macs) or "lease file" in line
+    ]
+    vendor_dir = site.dir / "router-state" / "dnsmasq" / "vendor-class"
+    vendor = {mac: (vendor_dir / mac).exists() for mac in macs}
+    return "\n".join([*lines[-40:], f"vendor class files: {vendor}"])
+
+
 @contextlib.contextmanager
 def cpu_load(seconds: float) -> Iterator[None]:
     """Two busy loops (both cores), bounded in time even if the test dies."""
@@ -140,7 +153,7 @@ def test_rack_power_up_under_load_raises_no_false_alert(lab: Site) -> None:
                 unplug(lab, unit)
             netns.ip(lab.ns("sw"), "link", "set", display_port, "up", check=False)
         false = logged_events(lab, "unknown_device")[before:]
-        assert false == [], f"round {round_no}: false alerts {false}"
+        assert false == [], f"round {round_no}: false alerts {false}\n{history(lab, false)}"
     cleared = logged_events(lab, "unknown_device_cleared")
     assert not [c for c in cleared if c["mac"].startswith("02:eb:7")]
 
