@@ -581,3 +581,15 @@ def test_with_a_reporting_hook_a_silent_hook_still_ends_in_a_verdict() -> None:
     registry = hooked()
     registry.apply_leases(snap(lease(STRANGER, "192.168.254.236", "laptop")), T0)
     assert kinds(registry.expire(T0 + HOOK_WAIT_S)) == ["unknown_device"]
+
+
+def test_a_report_without_a_class_does_not_unlearn_a_known_one() -> None:
+    """dnsmasq runs the hook for other events too, without the client's vendor class."""
+    registry = hooked()
+    mac, ip = "02:aa:00:00:00:05", "192.168.254.237"
+    registry.apply_vendor_class(mac, "ferroamp-eh", T0)  # the hook beat the lease read
+    registry.apply_vendor_class(mac, "", T0)
+    registry.apply_leases(snap(lease(mac, ip, None)), T0)
+    assert registry.devices()[0]["role"] == "unit"
+    assert registry.apply_vendor_class(mac, "", T0 + 5) == []
+    assert registry.devices()[0]["role"] == "unit"

@@ -263,13 +263,13 @@ class DeviceRegistry:
         the hook reported this client without one."""
         device = self._devices.get(mac.lower())
         if device is None:
-            if vendor_class is not None:
-                self._pending_vendor[mac.lower()] = vendor_class
+            if vendor_class is not None and not self._pending_vendor.get(mac.lower()):
+                self._pending_vendor[mac.lower()] = vendor_class  # a known class is kept
                 while len(self._pending_vendor) > MAX_DEVICES:
                     self._pending_vendor.pop(next(iter(self._pending_vendor)))
             return []
-        if device.vendor_class == vendor_class:
-            return []
+        if device.vendor_class == vendor_class or (vendor_class == "" and device.vendor_class):
+            return []  # a report without a class does not unlearn the one the client sent
         device.vendor_class = vendor_class
         self._classify(device)
         return self._diff(now)

@@ -31,8 +31,10 @@ NOTIFY_SCRIPT = """#!/bin/sh
 case "$2" in
   *[!0-9a-fA-F:-]*|"") ;;
   *)
-    case "$1" in
-      add|old)
+    # "add" always reports (empty: none sent); "old" only with a class - dnsmasq sets it there
+    # only when a client resumes its lease, and an empty report must not erase a known one.
+    case "$1:${{DNSMASQ_VENDOR_CLASS:+set}}" in
+      add:*|old:set)
         mkdir -p "{vendor_dir}"
         printf '%s' "$DNSMASQ_VENDOR_CLASS" | head -c 256 > "{vendor_dir}/.$2.tmp" &&
           mv -f "{vendor_dir}/.$2.tmp" "{vendor_dir}/$2"
