@@ -5,13 +5,15 @@
 # OpenWrt feed versions pyroute2 0.7.9 and paho-mqtt 1.6.1).
 set -eu
 cd "$(dirname "$0")/.."
+# The LuCI app's browser test (tests/test_luci_app.py) drives Debian's chromium headless.
+BROWSER_PACKAGES="chromium"
 
 APT_PACKAGES="nftables python3-nftables dnsmasq-base busybox udhcpc iproute2 \
 python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony \
 patch xz-utils cmake build-essential pkg-config libjson-c-dev python3-dev util-linux libcap2-bin"
 
 missing=""
-for pkg in $APT_PACKAGES; do
+for pkg in $APT_PACKAGES $BROWSER_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then

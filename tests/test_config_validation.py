@@ -265,3 +265,12 @@ def test_random_documents_never_crash(document: dict[str, Any]) -> None:
             assert error.reason
         return
     assert json.loads(json.dumps(config.document)) == document
+
+
+def test_ubus_socket_is_optional_and_must_be_absolute() -> None:
+    assert parse_document({}).ubus_socket is None
+    given_path = parse_document({"control": {"ubus_socket": "/run/lab/ubus.sock"}})
+    assert given_path.ubus_socket == "/run/lab/ubus.sock"
+    assert errors_of({"control": {"ubus_socket": "ubus.sock"}}) == [
+        "control.ubus_socket: 'ubus.sock' must be an absolute path"
+    ]

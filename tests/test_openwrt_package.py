@@ -13,6 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "openwrt-package"
 MAKEFILES = sorted(PKG.glob("*/Makefile"))
+# The Python packages (luci-app-energyhub is LuCI's JavaScript, built by luci.mk).
+PYTHON_MAKEFILES = [m for m in MAKEFILES if "luci.mk" not in m.read_text()]
 INSTALL_RE = re.compile(r"^\t\$\(INSTALL_(BIN|DATA|CONF)\)\s+(\S+)\s+(\S+)\s*$")
 
 
@@ -37,6 +39,7 @@ def install_lines(makefile: Path) -> list[tuple[str, Path | None, str]]:
 def test_the_packages_exist() -> None:
     assert [m.parent.name for m in MAKEFILES] == [
         "energyhubd",
+        "luci-app-energyhub",
         "python3-nftables-binding",
         "python3-ubus-energyhub",
     ]
@@ -127,6 +130,7 @@ def test_maintainer_and_spdx_licence(makefile: Path) -> None:
     assert licence is not None
     expected = {
         "energyhubd": "LicenseRef-Proprietary",
+        "luci-app-energyhub": "LicenseRef-Proprietary",
         "python3-nftables-binding": "GPL-2.0-only",
         "python3-ubus-energyhub": "LGPL-2.1-or-later",
     }[makefile.parent.name]
@@ -135,7 +139,7 @@ def test_maintainer_and_spdx_licence(makefile: Path) -> None:
     assert (ROOT / "LICENSE").is_file()
 
 
-@pytest.mark.parametrize("makefile", MAKEFILES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("makefile", PYTHON_MAKEFILES, ids=lambda p: p.parent.name)
 def test_host_setuptools_dependency_exists_on_every_branch(makefile: Path) -> None:
     """python-setuptools/host exists only from 25.12 on; 23.05/24.10 bring setuptools with
     python3/host (python3-version.mk names PYTHON3_SETUPTOOLS_VERSION there)."""

@@ -135,14 +135,19 @@ class Daemon:
         )
 
     def _start_ubus(self, config: Config) -> None:
-        """On OpenWrt the same method table is also the ubus object ``energyhub``."""
+        """On OpenWrt the same method table is also the ubus object ``energyhub``.
+
+        ``control.ubus_socket`` serves it on another platform too (the lab's LuCI test runs
+        a real ubusd beside a Linux-platform daemon).
+        """
         from energyhubd.control import ubus_transport
 
-        if config.platform != "openwrt" or not ubus_transport.available():
-            if config.platform == "openwrt":
+        wanted = config.platform == "openwrt" or config.ubus_socket is not None
+        if not wanted or not ubus_transport.available():
+            if wanted:
                 log.warning("python3-ubus is not installed: no ubus object, socket only")
             return
-        self.ubus = ubus_transport.UbusTransport(self.methods)
+        self.ubus = ubus_transport.UbusTransport(self.methods, socket_path=config.ubus_socket)
         self.ubus.start()  # after on_signal(SIGTERM): libubox must not take the handler
 
     def run(self) -> None:

@@ -93,6 +93,8 @@ class Site:
     prefix: str = "eh"
     units: int = 3
     python: str = field(default_factory=lambda: sys.executable)
+    # Extra environment of the daemon (e.g. PYTHONPATH of a python3-ubus build)
+    daemon_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.dir = LAB_ROOT / self.prefix
@@ -427,7 +429,7 @@ class Site:
             "--resolv-file",
             str(self.dir / "router-resolv.conf"),
         ]
-        self.spawn(self.router, "energyhubd", cmd)
+        self.spawn(self.router, "energyhubd", cmd, env=self.daemon_env or None)
         self.wait_for(
             self._daemon_ready,
             DAEMON_WAIT,

@@ -108,6 +108,7 @@ def parse_document(
         egress_mode=egress["mode"],
         dns_fallback=dns["fallback"] or (),
         control_socket=control["socket"],
+        ubus_socket=control["ubus_socket"],
         inventory=inventory,
         portal=portal,
         outbound=outbound,
@@ -124,7 +125,11 @@ EGRESS_OPTIONS = {"mode": Option(ck.choice("open", "allowlist"), "open")}
 DNS_OPTIONS = {
     "fallback": Option(ck.unique(_ipv4), model.DEFAULT_DNS_FALLBACK_ADDRS, nullable=True)
 }
-CONTROL_OPTIONS = {"socket": Option(ck.abspath(), model.DEFAULT_SOCKET)}
+CONTROL_OPTIONS = {
+    "socket": Option(ck.abspath(), model.DEFAULT_SOCKET),
+    # None: the ubus object only on OpenWrt, on the default ubusd socket
+    "ubus_socket": Option(ck.abspath(), None),
+}
 
 WAN_OPTIONS: dict[str, Option] = {
     "device": Option(ck.string(IFNAME_RE, "interface name"), model.DEFAULT_WAN_DEVICE),

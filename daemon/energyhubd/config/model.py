@@ -109,6 +109,8 @@ class Config:
     egress_mode: str
     dns_fallback: tuple[ipaddress.IPv4Address, ...]
     control_socket: str
+    # ubusd socket to serve the ``energyhub`` object on; None: OpenWrt's default, on OpenWrt only
+    ubus_socket: str | None = None
     inventory: InventorySettings = field(default_factory=InventorySettings)
     portal: PortalSettings = field(default_factory=PortalSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)

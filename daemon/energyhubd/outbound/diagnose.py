@@ -11,6 +11,7 @@ timeouts, so the diagnostics can run on a schedule without hammering anything.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import errno
 import ipaddress
 import secrets
@@ -23,7 +24,7 @@ from typing import Any
 
 from energyhubd.config.sections.outbound import OutboundSettings
 
-from . import certinfo, dnswire, sntp
+from . import certinfo, dnswire, reasons, sntp
 
 # Every row a run produces, one per flow the network document requires (see docs/outbound.md).
 FLOWS = frozenset(
@@ -61,6 +62,7 @@ class Row:
             "passed": self.passed,
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
             "reason": self.reason,
+            **reasons.explain(self.passed, self.reason),  # "code", "params": for translations
             "detail": dict(self.detail),
         }
 
@@ -669,14 +671,7 @@ def _tls_adapter(
     row = check_tls(
         flow, host, address, port, timeout, trust.ca_file, consequence, client_cert, http_probe
     )
-    return Row(
-        row.flow,
-        row.target,
-        row.passed,
-        row.latency_ms,
-        row.reason,
-        {**row.detail, "trust": trust.name},
-    )
+    return dataclasses.replace(row, detail={**row.detail, "trust": trust.name})
 
 
 def _result(future: concurrent.futures.Future[Row], flow: str, target: str, limit: float) -> Row:
