@@ -22,11 +22,19 @@ lint: setup
 typecheck: setup
 	scripts/typecheck.sh
 
+# Every benchmark on the newest libraries and on the OpenWrt feed versions; each prints its
+# figures beside a floor measured in the same run. The installed size (bench/footprint.py)
+# does not depend on the library versions: once.
+BENCH_VENVS := .venv .venv-feed
+BENCHES := run portal inventory leases allowlist config
+
 bench: setup
-	$(PY) bench/run.py
-	$(PY) bench/portal.py
-	$(PY) bench/inventory.py
-	$(PY) bench/config.py
+	@for venv in $(BENCH_VENVS); do \
+	  for b in $(BENCHES); do \
+	    echo "== $$venv: bench/$$b.py"; \
+	    $$venv/bin/python bench/$$b.py || exit 1; \
+	  done; \
+	done
 	$(PY) bench/footprint.py
 
 lab-up: setup

@@ -8,6 +8,13 @@
    60 s) on a steady site, counted in the customer network (IP bytes both ways, so TCP, TLS
    and MQTT overhead are included). Baseline, same run: one poll of a 5-minute HTTPS polling
    agent (a new TLS connection and a GET to the lab's HTTPS server), times 288 a day.
+3. Steady RSS of the daemon with the portal connected, at default intervals, vs the import
+   floor: a bare Python in the router's namespace that only imports nftables, pyroute2 and
+   paho-mqtt (median of 5).
+4. Idle wake-ups with the portal connected at default intervals: voluntary context switches
+   of all the daemon's threads over ``--idle`` seconds, per minute, and what is left beyond
+   the keepalive itself (a PINGREQ going out and its PINGRESP coming in: 2 per keepalive).
+5. RSS growth over ``--growth-pushes`` pushes (each applied and confirmed), per 1,000.
 
 Run as root: ``.venv/bin/python bench/portal.py [--json]`` (``make bench``). Everything runs
 in a lab site built for the purpose (namespaces ``ehP<random>-*``), removed afterwards, also
@@ -33,6 +40,7 @@ from energyhubd.control.client import call
 
 PYTHON = sys.executable
 DAY = 86400
+BARE_IMPORTS = "import nftables, pyroute2, paho.mqtt.client, json"
 COUNTER_TABLE = "benchcount"
 
 # Runs inside the lab's internet namespace as the portal: paho-mqtt, mutual TLS as "portal".
@@ -234,6 +242,80 @@ def bench_push(site: Site, pushes: int) -> dict[str, Any]:
     return {k: [round(s * 1000, 2) for s in v] for k, v in samples.items()}
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def switches(pid: int) -> int:
+    """Voluntary context switches summed over every thread of ``pid``."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as handle:
+                for line in handle:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def import_floor(site: Site) -> int:
+    """RSS of a Python that only imports the three libraries, in the router's namespace."""
+    code = f"{BARE_IMPORTS}\nprint(open('/proc/self/status').read())"
+    found = []
+    for _ in range(5):
+        out = netns.ns_run(site.router, [PYTHON, "-c", code])
+        found += [int(line.split()[1]) for line in out.splitlines() if line.startswith("VmRSS:")]
+    return int(statistics.median(found))
+
+
+def bench_steady(site: Site, idle: float) -> dict[str, Any]:
+    """Production timing: RSS against the import floor, then idle wake-ups."""
+    keepalive = 60.0
+    set_portal(site, health_interval=300, keepalive=int(keepalive))  # the defaults
+    time.sleep(10)
+    pid = site.daemon_pid()
+    assert pid is not None
+    rss = rss_kib(pid)
+    floor = import_floor(site)
+    before = switches(pid)
+    time.sleep(idle)
+    woken = switches(pid) - before
+    per_minute = woken * 60.0 / idle
+    return {
+        "rss_kib": rss,
+        "floor_rss_kib": floor,
+        "ratio_rss_vs_floor": rss / floor,
+        "idle_seconds": idle,
+        "wakeups_per_minute": per_minute,
+        "keepalive_s": keepalive,
+        "beyond_keepalive_per_minute": per_minute - 2 * 60.0 / keepalive,
+    }
+
+
+def bench_push_growth(site: Site, pushes: int) -> dict[str, Any]:
+    """RSS before and after ``pushes`` more pushes (after the timed ones warmed up)."""
+    pid = site.daemon_pid()
+    assert pid is not None
+    before = rss_kib(pid)
+    started = time.monotonic()
+    bench_push(site, pushes)
+    seconds = time.monotonic() - started
+    after = rss_kib(pid)
+    return {
+        "pushes": pushes,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "growth_mib_per_1000": (after - before) / 1024 * 1000 / pushes,
+        "s_per_push": seconds / pushes,
+    }
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {
@@ -259,6 +341,23 @@ def render(result: dict[str, Any]) -> str:
         f"({b['poll_bytes']} B per poll) -> ratio "
         f"{b['bytes_per_day'] / b['poller_bytes_per_day']:.2f}",
     ]
+    steady = result.get("steady")
+    if steady:
+        lines += [
+            f"steady RSS, portal connected: {steady['rss_kib'] / 1024:.1f} MiB vs import floor "
+            f"{steady['floor_rss_kib'] / 1024:.1f} MiB (nftables+pyroute2+paho) -> "
+            f"{steady['ratio_rss_vs_floor']:.2f}x",
+            f"idle wake-ups, portal connected (keepalive {steady['keepalive_s']:.0f} s, "
+            f"{steady['idle_seconds']:.0f} s window): {steady['wakeups_per_minute']:.1f} /min, "
+            f"{steady['beyond_keepalive_per_minute']:.1f} /min beyond the keepalive",
+        ]
+    growth = result.get("push_growth")
+    if growth:
+        lines.append(
+            f"RSS growth over {growth['pushes']} pushes: {growth['growth_mib_per_1000']:+.2f} "
+            f"MiB per 1,000 (from {growth['rss_before_kib'] / 1024:.1f} MiB; "
+            f"{growth['s_per_push']:.2f} s per push)"
+        )
     return "\n".join(lines)
 
 
@@ -267,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--pushes", type=int, default=20, help="pushes to time (20)")
     parser.add_argument("--window", type=float, default=30.0, help="byte-count window, s (30)")
+    parser.add_argument("--idle", type=float, default=120.0, help="wake-up window, s (120)")
+    parser.add_argument(
+        "--growth-pushes", type=int, default=1000, help="pushes for RSS growth (1000)"
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/portal.py needs root (it creates network namespaces)", file=sys.stderr)
@@ -280,13 +383,21 @@ def main(argv: list[str] | None = None) -> int:
         site.up(lambda m: None)
         progress(f"bytes: two {args.window:.0f} s windows and 5 HTTPS polls")
         byte_counts = bench_bytes(site, args.window)
+        progress(f"steady: RSS and {args.idle:.0f} s of idle wake-ups")
+        steady = bench_steady(site, args.idle)
         progress(f"push latency: {args.pushes} pushes")
         samples = bench_push(site, args.pushes)
+        growth = None
+        if args.growth_pushes:
+            progress(f"RSS growth: {args.growth_pushes} pushes")
+            growth = bench_push_growth(site, args.growth_pushes)
     finally:
         site.down()
     result = {
         "push_ms": {k: summary(v) for k, v in samples.items()},
         "bytes": byte_counts,
+        "steady": steady,
+        "push_growth": growth,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
     if args.json:

@@ -3,10 +3,13 @@
 Every figure is printed next to a baseline measured in the same run, on the same machine, so
 the ratio means something even when the absolute numbers move between machines:
 
-1. full policy apply (``apply_policy``) vs the bare libnftables transaction of the same table;
-2. no-op apply (kernel already matches) vs the full apply;
+1. full policy apply (``apply_policy``) vs the bare libnftables transaction of the same table,
+   for the default config and for one with 1,000 port forwards;
+2. no-op apply (kernel already matches) vs that bare transaction, and the kernel writes it
+   makes, counted by ``nft monitor`` in the namespace (should be none);
 3. ``energyhubd run`` start-up until the control socket reports "applied" vs a bare Python
-   that only imports the libraries; steady RSS vs that bare Python's RSS; idle wake-ups.
+   that only imports the libraries; steady RSS vs that bare Python's RSS; idle wake-ups;
+4. RSS growth of the daemon over 1,000 table-changing reloads (a forward added and removed).
 
 Run as root: ``.venv/bin/python bench/run.py [--json]`` (``make bench``). All kernel work
 happens in network namespaces this script creates (``ehB<random>...``) and removes again,
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import secrets
+import select
 import shutil
 import signal
 import statistics
@@ -106,29 +110,118 @@ def namespace(name: str, wan: bool = False) -> Iterator[str]:
 
 
 # -- 1 + 2: apply, measured by a worker running inside the namespace ------------------------
+def forwards_document(count: int) -> dict[str, Any]:
+    """A config with ``count`` locked port forwards to one LAN host (names and ports unique)."""
+    return {
+        "forwards": [
+            {
+                "name": f"fwd{n}",
+                "proto": "tcp" if n % 2 else "udp",
+                "port": 10000 + n,
+                "target": "192.168.254.10",
+                "target_port": 502,
+                "allow_from": ["198.51.100.0/24"],
+            }
+            for n in range(count)
+        ]
+    }
+
+
+class KernelWrites:
+    """``nft monitor`` in this namespace: counts the ruleset changes the kernel announces."""
+
+    MARK = "ehbenchmark"
+
+    def __init__(self) -> None:
+        import nftables
+
+        self._nft = nftables.Nftables()
+        # Line-buffered: nft writes to a pipe in blocks otherwise.
+        self.proc = subprocess.Popen(
+            ["stdbuf", "-oL", "nft", "monitor"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self._pending = b""
+        self._barrier()  # the monitor is listening once it has seen a marker
+
+    def _marker(self) -> None:
+        table = {"table": {"family": "inet", "name": self.MARK}}
+        self._nft.json_cmd({"nftables": [{"add": table}]})
+        self._nft.json_cmd({"nftables": [{"delete": table}]})
+
+    def _lines(self, timeout: float) -> list[str]:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        if not select.select([fd], [], [], timeout)[0]:
+            return []
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise RuntimeError("nft monitor ended")
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        return [line.decode(errors="replace") for line in lines]
+
+    def _barrier(self) -> int:
+        """Write a marker table until the monitor shows it gone; changes seen before it.
+
+        Every change is one line; ``# new generation ...`` comment lines are not counted.
+        (The monitor subscribes a moment after it starts, so the first marker may be missed.)
+        """
+        changes = 0
+        marked = False
+        while True:
+            self._marker()
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                for line in self._lines(0.1):
+                    if self.MARK in line:
+                        if line.startswith("delete"):
+                            return changes
+                        marked = True
+                    elif not marked and line and not line.startswith("#"):
+                        changes += 1
+
+    def count(self) -> int:
+        """Kernel ruleset changes since the last call."""
+        return self._barrier()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
 def worker_apply(reps: int) -> dict[str, Any]:
     """Runs under ``ip netns exec``: both contestants get a real write into an empty table."""
-    import nftables
-
     from energyhubd.config.load import parse_document
     from energyhubd.kernel.netlink import Netlink
     from energyhubd.kernel.nftables_exec import NftExecutor
-    from energyhubd.policy import nft
-    from energyhubd.policy.apply import apply_policy
 
     config = parse_document({}, "built-in defaults")
     executor, netlink = NftExecutor(), Netlink()
+    result = apply_rounds(config, executor, netlink, reps)
+    big = parse_document(forwards_document(1000), "1,000 forwards")
+    result["forwards_1000"] = apply_rounds(big, executor, netlink, max(3, reps // 5))
+    return result
+
+
+def apply_rounds(config: Any, executor: Any, netlink: Any, reps: int) -> dict[str, Any]:
+    """Full vs bare (interleaved), no-op vs bare, with kernel writes counted; one config."""
+    import nftables
+
+    from energyhubd.policy import nft
+    from energyhubd.policy.apply import apply_policy
+
     bare = nftables.Nftables()
     ruleset = nft.compile_ruleset(config)
     dry_runs = [0]
-    real_check = executor.check
+    real_check = getattr(executor, "check", None)
 
     def counting_check(rs: dict[str, Any]) -> None:
         """Only counts: how many kernel dry runs one full apply pays for."""
         dry_runs[0] += 1
+        assert real_check is not None
         real_check(rs)
 
-    executor.check = counting_check
+    if real_check is not None:
+        executor.check = counting_check
 
     def bare_write() -> None:
         rc, _out, err = bare.json_cmd(nft.replace_transaction(ruleset))
@@ -157,12 +250,19 @@ def worker_apply(reps: int) -> dict[str, Any]:
         samples["bare"].append(timed(bare_write))
         executor.delete()
         samples["full"].append(timed(lambda: apply_policy(config, executor, netlink)))
-    for _ in range(reps):
-        samples["noop"].append(timed(lambda: apply_policy(config, executor, netlink)))
+    apply_policy(config, executor, netlink)
+    monitor = KernelWrites()
+    try:
+        for _ in range(reps):
+            samples["noop"].append(timed(lambda: apply_policy(config, executor, netlink)))
+        noop_writes = monitor.count()
+    finally:
+        monitor.close()
     executor.delete()
     for _ in range(reps):  # where the time of a full apply goes, table absent
         samples["part_list"].append(timed(executor.current))
-        samples["part_dry_run"].append(timed(lambda: executor.check(ruleset)))
+        if real_check is not None:
+            samples["part_dry_run"].append(timed(lambda: real_check(ruleset)))
     trivial = {"nftables": [{"add": {"table": {"family": nft.FAMILY, "name": "ehbench"}}}]}
     bare.set_dry_run(True)
     for _ in range(reps):  # the fixed kernel cost of any dry run, whatever the ruleset
@@ -175,6 +275,7 @@ def worker_apply(reps: int) -> dict[str, Any]:
         "rules": len(ruleset["nftables"]),
         "changed": outcome.changed,
         "dry_runs_per_full_apply": dry_runs[0],
+        "noop_kernel_writes": noop_writes,
     }
 
 
@@ -204,17 +305,20 @@ def bare_python(ns: str) -> tuple[float, int]:
     raise RuntimeError("bare python printed no VmRSS")
 
 
-def write_config(directory: Path) -> Path:
+def write_config(directory: Path, forwards: int = 0) -> Path:
     path = directory / "config.json"
-    document = {
+    document: dict[str, Any] = {
         "platform": "linux",
         "state_dir": str(directory / "state"),
         "control": {"socket": str(directory / "control.sock")},
         "dns": {"fallback": []},
         # No broker in this namespace; bench/portal.py measures the link on a lab site.
         "portal": {"enabled": False},
+        **(forwards_document(forwards) if forwards else {}),
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(tmp, path)
     return path
 
 
@@ -255,14 +359,48 @@ def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
-def bench_daemon(prefix: str, starts: int, settle: float, idle: float) -> dict[str, Any]:
+def reload_growth(pid: int, directory: Path, reloads: int) -> dict[str, Any]:
+    """RSS over ``reloads`` reloads that each change the table (one forward on, then off)."""
+    sock = str(directory / "control.sock")
+
+    def one(n: int) -> None:
+        write_config(directory, forwards=n % 2)
+        answer = call(sock, "reload", timeout=10)
+        if not answer.get("applied"):
+            raise RuntimeError(f"reload not applied: {answer}")
+
+    warm = min(100, reloads)
+    for n in range(warm):  # caches, interned strings and allocator pools fill up first
+        one(n)
+    before = rss_kib(pid)
+    started = time.perf_counter()
+    for n in range(reloads):
+        one(n)
+    seconds = time.perf_counter() - started
+    after = rss_kib(pid)
+    return {
+        "reloads": reloads,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "growth_mib_per_1000": (after - before) / 1024 * 1000 / reloads,
+        "ms_per_reload": seconds * 1000 / reloads,
+    }
+
+
+def bench_daemon(
+    prefix: str, starts: int, settle: float, idle: float, reloads: int = 0
+) -> dict[str, Any]:
     startup: list[float] = []
+    floors: list[tuple[float, int]] = []
     result: dict[str, Any] = {}
     for index in range(starts):
         last = index == starts - 1
         directory = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
         try:
             with namespace(f"{prefix}-d{index}", wan=True) as ns:
+                # The floor right before each start, in the same namespace: load drift on a
+                # shared machine then hits both sides of the ratio alike.
+                floors.append(bare_python(ns))
                 proc, seconds = start_daemon(ns, directory)
                 try:
                     startup.append(seconds)
@@ -279,11 +417,14 @@ def bench_daemon(prefix: str, starts: int, settle: float, idle: float) -> dict[s
                         result["idle_switches"] = sum(woken.values())
                         result["idle_switches_main"] = woken.get(pid, 0)
                         result["dnsmasq_rss_kib"] = dnsmasq_rss(directory)
+                        if reloads:
+                            result["reload"] = reload_growth(pid, directory, reloads)
                 finally:
                     stop_daemon(proc)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
     result["startup"] = startup
+    result["floors"] = floors
     return result
 
 
@@ -302,7 +443,10 @@ def summarise(
 ) -> dict[str, Any]:
     s = apply["samples"]
     full, bare_tx, noop = median(s["full"]), median(s["bare"]), median(s["noop"])
-    bare_start = median([b[0] for b in bare])
+    big = apply["forwards_1000"]
+    bs = big["samples"]
+    bare = bare + daemon.get("floors", [])
+    bare_start = median([b[0] for b in daemon.get("floors", bare)])
     bare_rss = int(median([float(b[1]) for b in bare]))
     start = median(daemon["startup"])
     per_minute = daemon["idle_switches"] * 60.0 / daemon["idle_seconds"]
@@ -316,8 +460,20 @@ def summarise(
             "ratio_full_vs_bare": full / bare_tx,
             "noop_ms": {"median": noop * ms, "p90": p90(s["noop"]) * ms},
             "ratio_noop_vs_full": noop / full,
+            "ratio_noop_vs_bare": noop / bare_tx,
+            "noop_kernel_writes": apply["noop_kernel_writes"],
+            "forwards_1000": {
+                "reps": len(bs["full"]),
+                "ruleset_objects": big["rules"],
+                "full_ms": median(bs["full"]) * ms,
+                "bare_ms": median(bs["bare"]) * ms,
+                "ratio_full_vs_bare": median(bs["full"]) / median(bs["bare"]),
+                "noop_ms": median(bs["noop"]) * ms,
+                "ratio_noop_vs_bare": median(bs["noop"]) / median(bs["bare"]),
+                "noop_kernel_writes": big["noop_kernel_writes"],
+            },
             "part_list_ms": median(s["part_list"]) * ms,
-            "part_dry_run_ms": median(s["part_dry_run"]) * ms,
+            "part_dry_run_ms": median(s["part_dry_run"]) * ms if s["part_dry_run"] else None,
             "part_dry_run_one_table_ms": median(s["part_dry_run_trivial"]) * ms,
             "dry_runs_per_full_apply": apply["dry_runs_per_full_apply"],
         },
@@ -339,12 +495,14 @@ def summarise(
             "idle_voluntary_switches": daemon["idle_switches"],
             "idle_voluntary_switches_main_thread": daemon["idle_switches_main"],
             "idle_wakeups_per_minute": per_minute,
+            "reload": daemon.get("reload"),
         },
     }
 
 
 def render(env: dict[str, Any], r: dict[str, Any]) -> str:
     a, d = r["apply"], r["daemon"]
+    f = a["forwards_1000"]
     rows: list[tuple[str, str, str, str]] = [
         ("measure", "energyhubd", "baseline", "ratio"),
         (
@@ -361,9 +519,21 @@ def render(env: dict[str, Any], r: dict[str, Any]) -> str:
         ),
         (
             "no-op apply, median",
-            f"{a['noop_ms']['median']:.2f} ms",
-            f"{a['full_ms']['median']:.2f} ms full apply",
-            f"{a['ratio_noop_vs_full']:.2f}x",
+            f"{a['noop_ms']['median']:.2f} ms, {a['noop_kernel_writes']} kernel writes",
+            f"{a['bare_ms']['median']:.2f} ms bare libnftables",
+            f"{a['ratio_noop_vs_bare']:.2f}x",
+        ),
+        (
+            f"full apply, 1,000 forwards ({f['reps']} reps)",
+            f"{f['full_ms']:.1f} ms",
+            f"{f['bare_ms']:.1f} ms bare libnftables",
+            f"{f['ratio_full_vs_bare']:.2f}x",
+        ),
+        (
+            "no-op apply, 1,000 forwards",
+            f"{f['noop_ms']:.1f} ms, {f['noop_kernel_writes']} kernel writes",
+            f"{f['bare_ms']:.1f} ms bare libnftables",
+            f"{f['ratio_noop_vs_bare']:.2f}x",
         ),
         (
             f"start-up to 'applied', median ({d['starts']})",
@@ -390,6 +560,16 @@ def render(env: dict[str, Any], r: dict[str, Any]) -> str:
             "",
         ),
     ]
+    if d.get("reload"):
+        g = d["reload"]
+        rows.append(
+            (
+                f"RSS growth, {g['reloads']} table-changing reloads",
+                f"{g['growth_mib_per_1000']:+.2f} MiB per 1,000",
+                f"{g['rss_before_kib'] / 1024:.1f} MiB before, {g['ms_per_reload']:.0f} ms each",
+                "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
         f"energyhubd bench: {env['nproc']} CPUs, kernel {env['kernel']}, Python {env['python']}, "
@@ -404,9 +584,15 @@ def render(env: dict[str, Any], r: dict[str, Any]) -> str:
     lines += [
         "",
         f"full apply = compile + list + {a['dry_runs_per_full_apply']} dry run(s) + address "
-        f"check + write + sysctl ({a['ruleset_objects']} ruleset objects); medians, table "
-        f"absent: list {a['part_list_ms']:.2f} ms, one dry run {a['part_dry_run_ms']:.2f} ms "
-        f"(dry run of a bare 'add table': {a['part_dry_run_one_table_ms']:.2f} ms)",
+        f"check + write + sysctl ({a['ruleset_objects']} ruleset objects; "
+        f"{f['ruleset_objects']} with 1,000 forwards); medians, table absent: list "
+        f"{a['part_list_ms']:.2f} ms"
+        + (
+            f", one dry run {a['part_dry_run_ms']:.2f} ms"
+            if a["part_dry_run_ms"] is not None
+            else ""
+        )
+        + f" (dry run of a bare 'add table': {a['part_dry_run_one_table_ms']:.2f} ms)",
         f"full apply p90 {a['full_ms']['p90']:.2f} ms, no-op p90 {a['noop_ms']['p90']:.2f} ms; "
         f"start-up min/max {d['startup_ms']['min']:.0f}/{d['startup_ms']['max']:.0f} ms",
     ]
@@ -422,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=30, help="apply repetitions (30)")
     parser.add_argument("--starts", type=int, default=5, help="daemon start-ups (5)")
     parser.add_argument("--settle", type=float, default=8.0, help="idle before RSS, s (8)")
-    parser.add_argument("--idle", type=float, default=10.0, help="wake-up window, s (10)")
+    parser.add_argument("--idle", type=float, default=60.0, help="wake-up window, s (60)")
+    parser.add_argument("--reloads", type=int, default=1000, help="reloads for RSS growth")
     parser.add_argument("--worker-apply", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker_apply:
@@ -443,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         progress("bare python baseline")
         bare = [bare_python(ns) for _ in range(args.starts)]
     progress(f"daemon: {args.starts} start-ups, then {args.settle + args.idle:.0f} s idle")
-    daemon = bench_daemon(prefix, args.starts, args.settle, args.idle)
+    daemon = bench_daemon(prefix, args.starts, args.settle, args.idle, args.reloads)
     results = summarise(apply, daemon, bare)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     if args.json:

@@ -231,3 +231,32 @@ def test_read_while_file_is_rewritten_in_place(tmp_path: Path) -> None:
     finally:
         stop.set()
         thread.join()
+
+
+def test_parse_cache_gives_the_same_snapshot_and_stays_bounded() -> None:
+    cache: dict[bytes, Lease] = {}
+    lines = [f"{1700000000 + n} 02:ee:00:00:00:{n:02x} 10.1.0.{n} host{n} *\n" for n in range(50)]
+    for round_ in range(200):
+        lines[round_ % 50] = (
+            f"{1800000000 + round_} 02:ee:00:00:00:{round_ % 50:02x} 10.1.0.9 x *\n"
+        )
+        data = ("".join(lines) + "bad line\n").encode()
+        cached = parse_leases(data, cache)
+        assert cached == parse_leases(data)
+        assert len(cache) <= 2 * 50 + 64
+    unchanged = parse_leases(data, cache)
+    assert all(a is b for a, b in zip(unchanged.leases, cached.leases, strict=True))
+
+
+def test_vendor_classes_are_reread_when_the_hook_replaces_a_file(tmp_path: Path) -> None:
+    from energyhubd.inventory.monitor import VendorClasses
+
+    mac = "02:ee:00:00:00:01"
+    vendor = VendorClasses(tmp_path / "vendor-class")
+    assert vendor.read() == {}
+    (tmp_path / "vendor-class").mkdir()
+    for n, text in enumerate(["udhcp-1.35", "ferroamp-eh", "other"]):
+        tmp = tmp_path / "vendor-class" / f".{mac}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, tmp_path / "vendor-class" / mac)  # as the hook does
+        assert vendor.read() == {mac: text}, n

@@ -188,6 +188,21 @@ def test_other_interfaces_are_ignored(lab: Lab) -> None:
         assert all(u.ifindex == watcher.ifindex for u in seen)
 
 
+def test_other_interfaces_do_not_wake_the_watcher(lab: Lab) -> None:
+    """The kernel filters them: another interface's neighbour change leaves the fd quiet."""
+    lab.in_router("ip", "link", "add", "wan", "type", "veth", "peer", "name", "wan-peer")
+    lab.in_router("ip", "link", "set", "wan", "up")
+    with NeighbourWatcher(lab.lan_if, netns=lab.router) as watcher:
+        for n in range(5):
+            lab.in_router("ip", "neigh", "add", f"203.0.113.{n + 1}", "lladdr",
+                          f"02:00:5e:99:00:0{n}", "dev", "wan", "nud", "stale")  # fmt: skip
+        assert select.select([watcher.fileno()], [], [], 0.5)[0] == []
+        lab.in_router("ip", "neigh", "add", "192.168.254.78", "lladdr", "02:00:5e:10:00:78",
+                      "dev", lab.lan_if, "nud", "stale")  # fmt: skip
+        assert select.select([watcher.fileno()], [], [], 5)[0] != []
+        assert [u.ip for u in watcher.drain()] == ["192.168.254.78"]
+
+
 def test_interface_followed_across_recreation(lab: Lab) -> None:
     """OpenWrt recreates br-lan on a network restart; the watcher must keep working."""
     with NeighbourWatcher(lab.lan_if, netns=lab.router) as watcher:

@@ -422,6 +422,55 @@ def test_event_invariants_hold_for_any_history(steps: list[tuple[str, object]]) 
         json.dumps(registry.summary())
 
 
+class FullRegistry(DeviceRegistry):
+    """The registry as it was before lease events became incremental: every lease counts as
+    changed, every device is compared, every address is checked for conflicts."""
+
+    def apply_leases(self, snapshot: LeaseSnapshot, now: float) -> list[Event]:
+        self._leases = dict.fromkeys(self._leases, None)  # type: ignore[arg-type]
+        return super().apply_leases(snapshot, now)
+
+    def _diff(
+        self, now: float, default_reason: str = "lease ended", macs: object = None
+    ) -> list[Event]:
+        return super()._diff(now, default_reason)
+
+    def _conflict_events(self, now: float, ips: object = None) -> tuple[list[Event], set[str]]:
+        return super()._conflict_events(now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, max_size=40))
+def test_incremental_lease_updates_match_a_full_recompute(steps: list[tuple[str, object]]) -> None:
+    pool = ("192.168.254.200", "192.168.254.209")
+    fast = DeviceRegistry(SETTINGS, RESERVATIONS, pool)
+    full = FullRegistry(SETTINGS, RESERVATIONS, pool)
+    now = T0
+    for kind, arg in steps:
+        now += 50
+        for registry in (fast, full):
+            if kind == "leases":
+                assert isinstance(arg, list)
+                expiries = [0, now + 100, now + DAY, now - 1]
+                got = registry.apply_leases(
+                    snap(*(lease(m, ip, None, expiries[e]) for m, ip, e in arg)), now
+                )
+            elif kind == "neigh":
+                ip, mac, state, deleted = cast(tuple[str, str | None, str, bool], arg)
+                if state in ("failed", "unknown") or deleted:
+                    mac = None
+                got = registry.apply_neighbour(NeighbourUpdate(ip, mac, state, 0, deleted), now)
+            else:
+                got = registry.expire(now)
+            if registry is fast:
+                fast_events = got
+        assert [(e.kind, e.data) for e in fast_events] == [(e.kind, e.data) for e in got]
+        assert fast.devices() == full.devices()
+        assert fast.summary() == full.summary()
+        expected = {m: fast.address_of(m) for m in MACS}
+        assert fast.present_addresses() == {m: ip for m, ip in expected.items() if ip}
+
+
 def test_joining_unit_seen_before_its_lease_is_not_announced_as_unknown() -> None:
     """dnsmasq's offer puts the MAC in the neighbour table ~40 ms before the lease is read."""
     registry, _full = site()
@@ -593,3 +642,15 @@ def test_a_report_without_a_class_does_not_unlearn_a_known_one() -> None:
     assert registry.devices()[0]["role"] == "unit"
     assert registry.apply_vendor_class(mac, "", T0 + 5) == []
     assert registry.devices()[0]["role"] == "unit"
+
+
+def test_maintenance_is_needed_only_while_there_is_something_to_maintain() -> None:
+    registry, full = site()
+    assert not registry.needs_maintenance()  # empty LAN: no minute timer
+    registry.apply_leases(full, T0)
+    assert registry.needs_maintenance()  # leases to expire, devices to re-check
+    registry.apply_leases(snap(), T0 + 1)
+    registry.expire(T0 + 2)
+    assert registry.needs_maintenance() is any(d["present"] for d in registry.devices())
+    registry.apply_neighbour(NeighbourUpdate("192.168.254.230", STRANGER, "reachable"), T0 + 3)
+    assert registry.needs_maintenance()  # a pool address awaiting its lease (grace)

@@ -102,6 +102,9 @@ def cmd_flush(_args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from energyhubd import lean
+
+    lean.install()  # before the libraries load: leaves out the parts the daemon never uses
     from energyhubd.kernel.nftables_exec import NftError
     from energyhubd.service import Daemon
 

@@ -160,8 +160,13 @@ def parse_line(line: bytes) -> Lease:
     )
 
 
-def parse_leases(data: bytes) -> LeaseSnapshot:
-    """Parse lease-file bytes (see the module doc for the rules); never raises on content."""
+def parse_leases(data: bytes, cache: dict[bytes, Lease] | None = None) -> LeaseSnapshot:
+    """Parse lease-file bytes (see the module doc for the rules); never raises on content.
+
+    ``cache`` (line -> Lease, owned by the caller) lets a re-read parse only the lines that
+    changed: a DHCP event rewrites the whole file but changes one line. Lines no longer in
+    the file are dropped once the cache holds twice as many lines as the file has leases.
+    """
     capped = len(data) > MAX_BYTES
     view = data[:MAX_BYTES] if capped else data
     lines = view.split(b"\n")
@@ -182,13 +187,21 @@ def parse_leases(data: bytes) -> LeaseSnapshot:
     rejected_count = 0
     skipped = 0
     last = len(lines)
+    known = cache if cache is not None else {}
+    get, keep = known.get, leases.append
     for lineno, line in enumerate(lines, start=1):
+        lease = get(line)
+        if lease is not None:
+            keep(lease)
+            continue
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line.strip():
             continue
         try:
-            leases.append(parse_line(line))
+            lease = parse_line(line)
+            keep(lease)
+            known[lines[lineno - 1]] = lease
         except _Skip:
             skipped += 1
         except _Reject as exc:
@@ -198,6 +211,11 @@ def parse_leases(data: bytes) -> LeaseSnapshot:
             rejected_count += 1
             if len(rejected) < MAX_REJECTS_KEPT:
                 rejected.append(RejectedLine(lineno, reason, safe_text(line, 80)))
+    if cache is not None and len(cache) > 2 * len(leases) + 64:
+        # Lines of leases long gone: start over from this file's lines (now and then only).
+        current = set(lines)
+        for line in [line for line in cache if line not in current]:
+            del cache[line]
     return LeaseSnapshot(
         leases=tuple(leases),
         rejected=tuple(rejected),
@@ -244,7 +262,7 @@ def _read_once(path: str) -> tuple[bytes, bool]:
     return data, unchanged
 
 
-def read_lease_file(path: str) -> LeaseSnapshot:
+def read_lease_file(path: str, cache: dict[bytes, Lease] | None = None) -> LeaseSnapshot:
     """Read and parse ``path``. A missing file is an empty, ``missing`` snapshot.
 
     If the file changes while it is read (rewritten in place or replaced by a rename), the
@@ -252,7 +270,8 @@ def read_lease_file(path: str) -> LeaseSnapshot:
     returned with ``stable=False`` (the registry ignores it). Every write produces another
     change notification (see ``FileWatch``), so the writer's last write is always read.
     dnsmasq truncates before it writes: let notifications settle ~100-200 ms before reading
-    so the empty moment between the two is not mistaken for "no leases".
+    so the empty moment between the two is not mistaken for "no leases". ``cache``: see
+    ``parse_leases``.
     """
     snapshot: LeaseSnapshot | None = None
     for _ in range(READ_ATTEMPTS):
@@ -262,7 +281,7 @@ def read_lease_file(path: str) -> LeaseSnapshot:
             return LeaseSnapshot(missing=True)
         except OSError as exc:
             return LeaseSnapshot(error=f"cannot read lease file: {exc.strerror or exc}")
-        snapshot = parse_leases(data)
+        snapshot = parse_leases(data, cache)
         if unchanged:
             return snapshot
     assert snapshot is not None

@@ -18,7 +18,7 @@ from typing import Any
 
 from energyhubd.config.model import Config
 from energyhubd.inventory.events import EventStream
-from energyhubd.inventory.leases import read_lease_file
+from energyhubd.inventory.leases import Lease, read_lease_file
 from energyhubd.inventory.registry import DeviceRegistry
 from energyhubd.inventory.sanitize import safe_text
 from energyhubd.kernel.dnsmasq import own_lease_file, vendor_class_dir
@@ -78,6 +78,8 @@ class InventoryMonitor:
         self.filewatch = FileWatch(lease_file)
         self.neighbours = NeighbourWatcher(config.lan.device)
         self.lease_reads = 0
+        self._lease_lines: dict[bytes, Lease] = {}  # parse cache: only changed lines parsed
+        self._vendor = VendorClasses(vendor_class_dir(lease_file))
         self._lease_timer: Timer | None = None
         self._maintenance: Timer | None = None
         self._settle_timer: Timer | None = None
@@ -101,7 +103,7 @@ class InventoryMonitor:
 
     def read_leases(self) -> None:
         self._lease_timer = None
-        snapshot = read_lease_file(self.lease_file)
+        snapshot = read_lease_file(self.lease_file, self._lease_lines)
         self.lease_reads += 1
         if snapshot.rejected_count:
             log.warning(
@@ -111,10 +113,11 @@ class InventoryMonitor:
             )
         now = time.time()
         events = []
-        for mac, vendor_class in read_vendor_classes(vendor_class_dir(self.lease_file)).items():
+        for mac, vendor_class in self._vendor.read().items():
             events += self.registry.apply_vendor_class(mac, vendor_class, now)
         events += self.registry.apply_leases(snapshot, now)
         self._publish(events)
+        self._schedule_maintenance()
         self.on_change()
 
     def _on_neighbours(self) -> None:
@@ -123,13 +126,20 @@ class InventoryMonitor:
         for update in self.neighbours.drain():
             events += self.registry.apply_neighbour(update, now)
         self._publish(events)
+        self._schedule_maintenance()
         if events:
             self.on_change()
 
     def _schedule_maintenance(self) -> None:
-        self._maintenance = self.loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
+        """Arm the maintenance timer unless it is armed or there is nothing to maintain.
+
+        An empty LAN needs no minute timer: the next lease or neighbour event arms it again.
+        """
+        if self._maintenance is None and self.registry.needs_maintenance():
+            self._maintenance = self.loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
 
     def _maintain(self) -> None:
+        self._maintenance = None
         now = time.time()
         events = self.registry.expire(now)
         for ip in self.registry.probe_candidates(now):
@@ -181,12 +191,7 @@ class InventoryMonitor:
     # -- answers ------------------------------------------------------------------------
     def live_addresses(self) -> dict[str, str]:
         """MAC -> current address of every device that is present."""
-        result = {}
-        for device in self.registry.devices():
-            ip = self.registry.address_of(device["mac"])
-            if ip:
-                result[device["mac"]] = ip
-        return result
+        return present_addresses(self.registry)
 
     def close(self) -> None:
         for timer in (self._lease_timer, self._maintenance, self._settle_timer):
@@ -198,6 +203,41 @@ class InventoryMonitor:
 
 
 MAX_VENDOR_FILES = 1024
+# A directory changed this recently may change again within the file system's time stamp
+# granularity without its mtime moving: such a listing is not trusted for the next read.
+RECENT_NS = 50_000_000
+
+
+def present_addresses(registry: DeviceRegistry) -> dict[str, str]:
+    """MAC -> current address of every present device (``DeviceRegistry.address_of``)."""
+    return registry.present_addresses()
+
+
+class VendorClasses:
+    """``read_vendor_classes`` again only when the directory changed.
+
+    The hook replaces a MAC's file by rename, which moves the directory's mtime; so an
+    unchanged (inode, mtime) means unchanged contents, and a lease event with a thousand
+    remembered clients costs one ``stat`` instead of a thousand file reads.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._seen: tuple[int, int] | None = None
+        self._found: dict[str, str] = {}
+
+    def read(self) -> dict[str, str]:
+        try:
+            st = os.stat(self.directory)
+        except OSError:
+            self._seen, self._found = None, {}
+            return self._found
+        identity = (st.st_ino, st.st_mtime_ns)
+        if identity != self._seen:
+            self._found = read_vendor_classes(self.directory)
+            recent = time.time_ns() - st.st_mtime_ns < RECENT_NS
+            self._seen = None if recent else identity
+        return self._found
 
 
 def read_vendor_classes(directory: Path) -> dict[str, str]:

@@ -52,8 +52,9 @@ Definitions
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from energyhubd.config.sections.inventory import InventorySettings
@@ -65,6 +66,9 @@ from .leases import Lease, LeaseSnapshot
 from .neighbour import ALIVE_STATES, FAILED, REACHABLE, UNKNOWN, NeighbourUpdate
 
 MAX_DEVICES = 1024  # absent devices are forgotten first when more than this are tracked
+# Forgetting goes down to this many, so a busy LAN at the limit sorts its absent devices once
+# per 64 newcomers rather than on every event.
+EVICT_TO = MAX_DEVICES - 64
 MAX_UNKNOWN_REMEMBERED = 65536
 MAX_LISTED_UNKNOWN = 20
 CONFLICT_REPEAT_S = 3600.0
@@ -140,17 +144,18 @@ class _Device:
         }
 
     def as_dict(self, now: float) -> dict[str, Any]:
+        leased = self.lease_active(now)
         return {
             "mac": self.mac,
-            "ip": self.address(now),
-            "name": self.name,
+            "ip": self.lease_ip if leased else self.neigh_ip,
+            "name": self.reservation or self.hostname or self.mac,
             "role": self.role,
             "reservation": self.reservation,
             "reason": self.reason,
             "hostname": self.hostname,
             "present": self.present,
-            "lease_ip": self.lease_ip if self.lease_active(now) else None,
-            "lease_expiry": self.lease_expiry if self.lease_active(now) else None,
+            "lease_ip": self.lease_ip if leased else None,
+            "lease_expiry": self.lease_expiry if leased else None,
             "neighbour": self.neigh_state,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
@@ -196,6 +201,13 @@ class DeviceRegistry:
         self._duplicates = DuplicateMacs()
         self._duplicates.watch(_watched_macs(self._reservations))
         self._now = 0.0
+        # What the last lease snapshot held, so the next one costs only what changed:
+        # mac -> active lease, and ip -> macs holding an active lease on it.
+        self._leases: dict[str, Lease] = {}
+        self._lease_ips: dict[str, set[str]] = {}
+        self._awaiting: set[str] = set()  # skipped by _diff while awaiting a lease
+        self._addresses: dict[str, str] = {}  # mac -> address_of(mac), where not None
+        self._pool_leased = 0  # addresses in _lease_ips that are in the pool
 
     # ------------------------------------------------------------------ inputs
 
@@ -210,12 +222,14 @@ class DeviceRegistry:
         self._settings = settings
         self._reservations = tuple(reservations)
         self._pool = _pool_range(pool)
+        self._pool_leased = sum(1 for ip in self._lease_ips if self._in_pool(ip))
         self._duplicates.watch(_watched_macs(self._reservations))
         self._now = now
         for device in self._devices.values():
             self._classify(device)
         events = self._diff(now)
         events += self._pool_events(now)
+        self._refresh_addresses()
         return events
 
     def apply_leases(self, snapshot: LeaseSnapshot, now: float) -> list[Event]:
@@ -231,17 +245,29 @@ class DeviceRegistry:
         self._now = now
         current: dict[str, Lease] = {}
         for lease in snapshot.leases:
-            if not lease.active(now):
+            expiry = lease.expiry
+            if expiry and expiry <= now:  # Lease.active, inline: this loop sees every lease
                 continue
             old = current.get(lease.mac)
-            if old is None or _later(lease.expiry, old.expiry):
+            if old is None or _later(expiry, old.expiry):
                 current[lease.mac] = lease
-        touched = {m for m, d in self._devices.items() if d.lease_ip is not None} | set(current)
+        # Only what differs from the last snapshot is looked at (the parser hands back the
+        # same Lease object for an unchanged line); an expired lease drops out of ``current``.
+        # Every device with a lease is in ``self._leases`` (``_evict`` drops both together).
+        previous = self._leases
+        touched = [mac for mac, lease in current.items() if previous.get(mac) is not lease]
+        touched += [mac for mac in previous if mac not in current]
+        self._leases = current
+        affected_ips: set[str] = set()
         for mac in touched:
             device = self._device(mac, now)
             held = current.get(mac)
+            if device.lease_ip is not None:
+                affected_ips.add(device.lease_ip)
+                self._drop_lease_ip(device.lease_ip, mac)
             if held is None:
                 device.lease_ip = device.lease_expiry = None
+                self._classify(device)
                 continue
             renewed = held.expiry != device.lease_expiry or held.ip != device.lease_ip
             if renewed:
@@ -251,10 +277,15 @@ class DeviceRegistry:
                 device.lease_since = now
             device.lease_ip, device.lease_expiry = held.ip, held.expiry
             device.hostname = held.hostname
+            self._add_lease_ip(held.ip, mac)
+            affected_ips.add(held.ip)
             self._classify(device)
-        events = self._diff(now, default_reason="lease ended")
-        events += self._conflict_events(now)
-        events += self._pool_events(now)
+        diffed = set(touched) | self._awaiting
+        events = self._diff(now, default_reason="lease ended", macs=diffed)
+        conflict_events, conflict_macs = self._conflict_events(now, affected_ips)
+        events += conflict_events
+        events += self._pool_transition(self._pool_leased, now)
+        self._refresh_addresses(diffed | conflict_macs)
         self._evict()
         return events
 
@@ -272,7 +303,9 @@ class DeviceRegistry:
             return []  # a report without a class does not unlearn the one the client sent
         device.vendor_class = vendor_class
         self._classify(device)
-        return self._diff(now)
+        events = self._diff(now, macs={device.mac})
+        self._refresh_addresses({device.mac})
+        return events
 
     def apply_neighbour(self, update: NeighbourUpdate, now: float) -> list[Event]:
         """One kernel neighbour update for the LAN device."""
@@ -322,7 +355,8 @@ class DeviceRegistry:
                         self._device(mac, now), ip, update.state, update.mac is not None, fresh, now
                     )
         events = self._diff(now, default_reason=reason)
-        events += self._conflict_events(now)
+        events += self._conflict_events(now)[0]
+        self._refresh_addresses()
         events += self._duplicate_events(now)
         self._evict()
         return events
@@ -335,9 +369,18 @@ class DeviceRegistry:
         """Re-evaluate lease expiry at ``now`` (call now and then, e.g. every minute)."""
         self._now = now
         events = self._diff(now, default_reason="lease ended")
-        events += self._conflict_events(now)
+        events += self._conflict_events(now)[0]
         events += self._pool_events(now)
+        self._refresh_addresses()
         return events
+
+    def needs_maintenance(self) -> bool:
+        """Can ``expire``/``probe_candidates`` ever find work? Not on an empty LAN: no present
+        device to re-check, no lease to expire, nobody waiting out the lease grace."""
+        return bool(self._awaiting) or any(
+            d.present or d.lease_ip is not None or d.neigh_ip is not None
+            for d in self._devices.values()
+        )
 
     def probe_candidates(self, now: float, quiet_for: float = PROBE_QUIET_S) -> list[str]:
         """Addresses the daemon should ``NeighbourWatcher.probe`` now.
@@ -390,6 +433,10 @@ class DeviceRegistry:
     def _in_pool(self, ip: str) -> bool:
         return self._pool is not None and self._pool[0] <= _ip_key(ip) <= self._pool[1]
 
+    def present_addresses(self) -> dict[str, str]:
+        """MAC -> ``address_of(mac)`` for every device that has one (kept up to date)."""
+        return dict(self._addresses)
+
     def address_of_reservation(self, name: str) -> str | None:
         """Like ``address_of`` for the present device matching reservation ``name``."""
         for device in self._devices.values():
@@ -400,18 +447,16 @@ class DeviceRegistry:
     def devices(self) -> list[dict[str, Any]]:
         """Every tracked device, JSON-ready: display, units, unknown; then by IP and MAC."""
         now = self._now
-        return [
-            d.as_dict(now)
-            for d in sorted(
-                self._devices.values(),
-                key=lambda d: (
-                    not d.present,
-                    _ROLE_ORDER.get(d.role, 9),
-                    _ip_key(d.address(now)),
-                    d.mac,
-                ),
+        listed = [d.as_dict(now) for d in self._devices.values()]
+        listed.sort(
+            key=lambda d: (
+                not d["present"],
+                _ROLE_ORDER.get(d["role"], 9),
+                _ip_key(d["ip"]),
+                d["mac"],
             )
-        ]
+        )
+        return listed
 
     def summary(self) -> dict[str, Any]:
         """The short answer for ``status``: display, units n/expected, strangers, pool."""
@@ -518,11 +563,23 @@ class DeviceRegistry:
                 return device.mac
         return None
 
-    def _diff(self, now: float, default_reason: str = "lease ended") -> list[Event]:
-        """Compare every device with what was last reported and emit the differences."""
+    def _diff(
+        self, now: float, default_reason: str = "lease ended", macs: Collection[str] | None = None
+    ) -> list[Event]:
+        """Compare devices (all, or those in ``macs``) with what was last reported; emit the
+        differences. Devices not in ``macs`` must not have changed."""
         events: list[Event] = []
-        for mac, device in self._devices.items():
+        candidates: Iterable[tuple[str, _Device]]
+        if macs is None:
+            self._awaiting.clear()
+            candidates = self._devices.items()
+        else:
+            # In registry order (as a full diff would report them), only those asked for.
+            self._awaiting.difference_update(macs)
+            candidates = ((m, self._devices[m]) for m in self._devices if m in macs)
+        for mac, device in candidates:
             if self._awaiting_lease(device, now):
+                self._awaiting.add(mac)
                 # Judged at the next update once its lease is read, or when the grace ends.
                 if device.role == ROLE_UNKNOWN:
                     self._settling[mac] = device.first_seen + LEASE_GRACE_S
@@ -531,10 +588,10 @@ class DeviceRegistry:
             view = device.view(now) if present else None
             was_present, old_view = device.present, device.shown
             device.present, device.shown = present, view
-            data = self._event_data(device, now)
             if present and not was_present:
-                events.append(Event("device_joined", now, "info", data))
+                events.append(Event("device_joined", now, "info", self._event_data(device, now)))
             elif was_present and not present:
+                data = self._event_data(device, now)
                 reason = "neighbour failed" if device.unreachable else default_reason
                 severity = "info" if device.role == ROLE_UNKNOWN else "warning"
                 last_ip = old_view["ip"] if old_view is not None else data["ip"]
@@ -543,22 +600,20 @@ class DeviceRegistry:
                 )
             elif present and old_view is not None and view is not None and old_view != view:
                 changes = {k: [old_view[k], v] for k, v in view.items() if old_view[k] != v}
+                data = self._event_data(device, now)
                 events.append(Event("device_changed", now, "info", {**data, "changes": changes}))
-            events += self._unknown_events(device, present, data, now)
+            events += self._unknown_events(device, present, now)
         return events
 
-    def _unknown_events(
-        self, device: _Device, present: bool, data: dict[str, Any], now: float
-    ) -> list[Event]:
+    def _unknown_events(self, device: _Device, present: bool, now: float) -> list[Event]:
         """Alert a stranger once it had time to identify itself; withdraw a wrong alert."""
         mac = device.mac
         if device.role != ROLE_UNKNOWN:
             self._settling.pop(mac, None)
             if mac in self._unknown_reported:
                 del self._unknown_reported[mac]
-                return [
-                    Event("unknown_device_cleared", now, "info", {**data, "how": device.reason})
-                ]
+                data = {**self._event_data(device, now), "how": device.reason}
+                return [Event("unknown_device_cleared", now, "info", data)]
             return []
         if not present or mac in self._unknown_reported:
             self._settling.pop(mac, None)
@@ -571,7 +626,7 @@ class DeviceRegistry:
         self._unknown_reported[mac] = None
         if len(self._unknown_reported) > MAX_UNKNOWN_REMEMBERED:
             self._unknown_reported.pop(next(iter(self._unknown_reported)))
-        return [Event("unknown_device", now, "warning", data)]
+        return [Event("unknown_device", now, "warning", self._event_data(device, now))]
 
     def _identify_deadline(self, device: _Device, now: float) -> float:
         if device.lease_active(now):
@@ -585,6 +640,33 @@ class DeviceRegistry:
             return device.first_seen + LEASE_WAIT_S
         return device.first_seen + UNKNOWN_SETTLE_S
 
+    def _refresh_addresses(self, macs: Iterable[str] | None = None) -> None:
+        """Bring ``present_addresses`` up to date for ``macs`` (None: every device)."""
+        if macs is None:
+            self._addresses = {}
+            macs = self._devices
+        for mac in macs:
+            ip = self.address_of(mac)
+            if ip is None:
+                self._addresses.pop(mac, None)
+            else:
+                self._addresses[mac] = ip
+
+    def _add_lease_ip(self, ip: str, mac: str) -> None:
+        holders = self._lease_ips.get(ip)
+        if holders is None:
+            self._lease_ips[ip] = holders = set()
+            self._pool_leased += self._in_pool(ip)
+        holders.add(mac)
+
+    def _drop_lease_ip(self, ip: str, mac: str) -> None:
+        holders = self._lease_ips.get(ip)
+        if holders is not None:
+            holders.discard(mac)
+            if not holders:
+                del self._lease_ips[ip]
+                self._pool_leased -= self._in_pool(ip)
+
     @staticmethod
     def _event_data(device: _Device, now: float) -> dict[str, Any]:
         return {
@@ -595,25 +677,57 @@ class DeviceRegistry:
             "hostname": device.hostname,
         }
 
-    def _claims(self, now: float) -> dict[str, set[str]]:
-        """ip -> MACs claiming it. A neighbour entry counts against a lease only when the
-        kernel saw it after that lease began: a leftover entry of the address's previous
-        holder is history, not a conflict."""
+    def _claims(self, now: float, ips: Collection[str] | None = None) -> dict[str, set[str]]:
+        """ip -> MACs claiming it (all addresses, or only ``ips``, from the lease index). A
+        neighbour entry counts against a lease only when the kernel saw it after that lease
+        began: a leftover entry of the address's previous holder is history, not a conflict."""
         claims: dict[str, set[str]] = {}
         since: dict[str, float] = {}
-        for device in self._devices.values():
-            if device.lease_active(now) and device.lease_ip is not None:
-                claims.setdefault(device.lease_ip, set()).add(device.mac)
-                since[device.lease_ip] = max(since.get(device.lease_ip, 0.0), device.lease_since)
-        for ip, (mac, state, seen) in self._neigh.items():
+        neighbours: Iterable[tuple[str, tuple[str, str, float]]]
+        if ips is None:
+            for device in self._devices.values():
+                if device.lease_active(now) and device.lease_ip is not None:
+                    claims.setdefault(device.lease_ip, set()).add(device.mac)
+                    since[device.lease_ip] = max(
+                        since.get(device.lease_ip, 0.0), device.lease_since
+                    )
+            neighbours = self._neigh.items()
+        else:
+            for ip in ips:
+                for mac in self._lease_ips.get(ip, ()):
+                    device = self._devices[mac]
+                    if device.lease_active(now):
+                        claims.setdefault(ip, set()).add(mac)
+                        since[ip] = max(since.get(ip, 0.0), device.lease_since)
+            neighbours = ((ip, self._neigh[ip]) for ip in ips if ip in self._neigh)
+        for ip, (mac, state, seen) in neighbours:
             if state == FAILED or mac in claims.get(ip, ()):
                 continue
             if ip not in since or seen >= since[ip]:
                 claims.setdefault(ip, set()).add(mac)
         return claims
 
-    def _conflict_events(self, now: float) -> list[Event]:
-        conflicts = {ip: frozenset(macs) for ip, macs in self._claims(now).items() if len(macs) > 1}
+    def _conflict_events(
+        self, now: float, ips: Collection[str] | None = None
+    ) -> tuple[list[Event], set[str]]:
+        """Report new conflicts (on every address, or on ``ips`` only; the others must not have
+        changed). Also returns the MACs whose ``address_of`` may have changed with it."""
+        claims = self._claims(now, ips)
+        found = {ip: frozenset(macs) for ip, macs in claims.items() if len(macs) > 1}
+        if ips is None:
+            conflicts = found
+        else:
+            conflicts = {ip: m for ip, m in self._conflicts.items() if ip not in ips}
+            conflicts.update(found)
+        moved: set[str] = set()
+        for ip in set(conflicts) ^ set(self._conflicts) | {
+            ip for ip in conflicts if self._conflicts.get(ip) != conflicts[ip]
+        }:
+            # Everyone whose address this is: the claimants, and anyone using it unclaimed.
+            moved |= conflicts.get(ip, frozenset()) | self._conflicts.get(ip, frozenset())
+            moved |= self._lease_ips.get(ip, set())
+            if ip in self._neigh:
+                moved.add(self._neigh[ip][0])
         events: list[Event] = []
         for ip, macs in sorted(conflicts.items()):
             key = (ip, macs)
@@ -638,23 +752,28 @@ class DeviceRegistry:
             self._conflict_reported = {
                 k: t for k, t in self._conflict_reported.items() if t >= cutoff
             }
-        return events
+        return events, moved
 
     def _pool_events(self, now: float) -> list[Event]:
         if self._pool is None:
-            self._pool_used = 0
-            return []
+            return self._pool_transition(0, now)
         start, end = self._pool
-        size = end - start + 1
         used_ips = {
             d.lease_ip
             for d in self._devices.values()
             if d.lease_ip is not None
             and d.lease_active(now)
-            and start <= int(ipaddress.IPv4Address(d.lease_ip)) <= end
+            and start <= _ip_key(d.lease_ip) <= end
         }
-        used = len(used_ips)
+        return self._pool_transition(len(used_ips), now)
+
+    def _pool_transition(self, used: int, now: float) -> list[Event]:
+        """Pool events for ``used`` leased pool addresses (crossing thresholds upwards)."""
         self._pool_used = used
+        if self._pool is None:
+            return []
+        start, end = self._pool
+        size = end - start + 1
         percent = used * 100 / size
         data = {"used": used, "size": size, "percent": round(percent, 1)}
         events: list[Event] = []
@@ -674,7 +793,10 @@ class DeviceRegistry:
                 unknown = sum(
                     1
                     for d in self._devices.values()
-                    if d.role == ROLE_UNKNOWN and d.lease_ip in used_ips and d.lease_active(now)
+                    if d.role == ROLE_UNKNOWN
+                    and d.lease_ip is not None
+                    and d.lease_active(now)
+                    and self._in_pool(d.lease_ip)
                 )
                 message = (
                     "every DHCP pool address is leased: a new device gets no address"
@@ -700,14 +822,19 @@ class DeviceRegistry:
         return events
 
     def _evict(self) -> None:
-        excess = len(self._devices) - MAX_DEVICES
-        if excess <= 0:
+        if len(self._devices) <= MAX_DEVICES:
             return
+        excess = len(self._devices) - EVICT_TO
         absent = sorted(
             (d for d in self._devices.values() if not d.present), key=lambda d: d.last_seen
         )
         for device in absent[:excess]:
             del self._devices[device.mac]
+            self._awaiting.discard(device.mac)
+            # Forget its lease too: should it still be in the file, the next snapshot sees
+            # it as new and brings the device back.
+            if self._leases.pop(device.mac, None) is not None and device.lease_ip:
+                self._drop_lease_ip(device.lease_ip, device.mac)
             self._settling.pop(device.mac, None)
 
 
@@ -723,5 +850,7 @@ def _later(a: int, b: int) -> bool:
     return b != 0 and a > b
 
 
+@lru_cache(maxsize=4096)
 def _ip_key(ip: str | None) -> int:
+    """Sort key of an address (cached: the same few hundred addresses are sorted often)."""
     return int(ipaddress.IPv4Address(ip)) if ip else 1 << 33

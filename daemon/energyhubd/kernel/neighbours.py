@@ -26,10 +26,8 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl.ndmsg import ndmsg
-
 from ..inventory.neighbour import NeighbourUpdate, state_name
+from .rtnl import IPRoute, ndmsg
 
 __all__ = ["NeighbourUpdate", "NeighbourWatcher"]
 
@@ -48,6 +46,10 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _RTATTR = struct.Struct("=HH")
 RCVBUF = 1 << 20
+SO_ATTACH_FILTER = 26
+# Classic BPF opcodes (linux/filter.h) for the kernel-side neighbour filter.
+_BPF_LDH_ABS, _BPF_LDW_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x28, 0x20, 0x15, 0x06
+_SOCK_FILTER = struct.Struct("=HBBI")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -97,6 +99,40 @@ def _link_name(data: bytes, start: int, end: int) -> str | None:
     return None
 
 
+def _wire(fmt: str, value: int) -> int:
+    """``value`` as a BPF absolute load sees it: host-order bytes read in network order."""
+    return int.from_bytes(struct.pack(fmt, value), "big")
+
+
+def neighbour_filter(ifindex: int | None) -> bytes:
+    """A socket filter passing link messages and neighbour messages of ``ifindex`` only.
+
+    Why in the kernel: the socket is subscribed to every interface's neighbour changes, and
+    with the portal connected the WAN gateway's entry cycles (REACHABLE, STALE, DELAY) as
+    MQTT traffic uses it; each change woke the event loop only to be thrown away here. The
+    offsets are those of a single-message datagram, as the kernel sends each notification:
+    ``nlmsg_type`` at 4, ``ndm_ifindex`` at 16 + 4. ``None``: no neighbour message passes.
+    """
+    index = _wire("=i", ifindex) if ifindex is not None else _wire("=i", 0)
+    insns = [
+        (_BPF_LDH_ABS, 0, 0, 4),  # 0: A = nlmsg_type
+        (_BPF_JEQ_K, 1, 0, _wire("=H", RTM_NEWNEIGH)),  # 1: neighbour message -> 3
+        (_BPF_JEQ_K, 0, 2, _wire("=H", RTM_DELNEIGH)),  # 2: anything else -> 5 (pass)
+        (_BPF_LDW_ABS, 0, 0, _NLMSGHDR.size + 4),  # 3: A = ndm_ifindex
+        (_BPF_JEQ_K, 0, 1, index),  # 4: ours -> 5, another interface's -> 6
+        (_BPF_RET_K, 0, 0, 0xFFFFFFFF),  # 5: pass whole
+        (_BPF_RET_K, 0, 0, 0),  # 6: drop
+    ]
+    return b"".join(_SOCK_FILTER.pack(*insn) for insn in insns)
+
+
+def attach_filter(sock: socket.socket, program: bytes) -> None:
+    """SO_ATTACH_FILTER: the kernel copies the program; it replaces any filter before it."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HP", len(program) // _SOCK_FILTER.size, ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
 def _update_from(msg: Any, deleted: bool) -> NeighbourUpdate | None:
     ip = msg.get_attr("NDA_DST")
     if not ip:
@@ -119,7 +155,8 @@ class NeighbourWatcher:
     The interface is followed by name: OpenWrt recreates ``br-lan`` on a network restart (new
     ifindex), and the daemon may start before it exists. While it is missing, ``ifindex`` is
     None and nothing is reported; when it (re)appears, ``drain`` returns ``deleted`` updates
-    for the old entries and a dump of the new device.
+    for the old entries and a dump of the new device. A socket filter (``neighbour_filter``)
+    keeps other interfaces' neighbour changes in the kernel; it follows ``ifindex``.
     """
 
     def __init__(self, ifname: str, netns: str | None = None, rcvbuf: int = RCVBUF) -> None:
@@ -128,6 +165,7 @@ class NeighbourWatcher:
         self.resyncs = 0  # table re-reads: events lost (ENOBUFS) or the interface re-created
         self._known: set[str] = set()
         self._relinked = False
+        self._ifindex: int | None = None
         with in_netns(netns):
             self._ipr = IPRoute()
             try:
@@ -141,13 +179,24 @@ class NeighbourWatcher:
                 raise
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            attach_filter(self._sock, neighbour_filter(None))
             self._sock.bind((0, RTMGRP_NEIGH | RTMGRP_LINK))
             # Looked up after subscribing, so a link created meanwhile is not missed.
             found = self._ipr.link_lookup(ifname=ifname)
-            self.ifindex: int | None = int(found[0]) if found else None
+            self.ifindex = int(found[0]) if found else None
         except BaseException:
             self.close()
             raise
+
+    @property
+    def ifindex(self) -> int | None:
+        return self._ifindex
+
+    @ifindex.setter
+    def ifindex(self, value: int | None) -> None:
+        if value != self._ifindex:
+            attach_filter(self._sock, neighbour_filter(value))
+        self._ifindex = value
 
     def fileno(self) -> int:
         return self._sock.fileno()

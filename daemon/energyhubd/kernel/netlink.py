@@ -1,17 +1,17 @@
 """Addresses, links and routes through rtnetlink (pyroute2).
 
-Works with pyroute2 0.7.9 (OpenWrt feed) and 0.9.x: only the long-stable synchronous IPRoute
-calls are used.
+Works with pyroute2 0.7.9 (OpenWrt feed) and 0.9.x: changes use only the long-stable
+synchronous IPRoute calls; the frequent reads use ``rtquery`` (see there why).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from .rtnl import IPRoute, NetlinkError
+from .rtquery import LinkInfo, RtQuery
 
 AF_INET = 2
 
@@ -54,25 +54,33 @@ class WanState:
         }
 
 
-@dataclass
 class Netlink:
-    """Synchronous rtnetlink operations; owned by the daemon's event loop."""
+    """Synchronous rtnetlink operations; owned by the daemon's event loop.
 
-    ipr: IPRoute = field(default_factory=IPRoute)
+    Reads (asked on every apply and snapshot) go through ``RtQuery``: one socket, one buffer,
+    nothing kept per call. Changes go through pyroute2's ``IPRoute``. Both sockets are opened
+    here, together: a socket belongs to the network namespace of the thread that opens it, so
+    opening one later (say, on the first change) could reach a different namespace.
+    """
+
+    def __init__(self) -> None:
+        self._query = RtQuery()
+        self.ipr = IPRoute()
 
     def index(self, ifname: str) -> int:
-        found = self.ipr.link_lookup(ifname=ifname)
-        if not found:
+        return self._link(ifname).index
+
+    def _link(self, ifname: str) -> LinkInfo:
+        found = self._query.link(ifname)
+        if found is None:
             raise LinkMissing(ifname)
-        return int(found[0])
+        return found
 
     def ipv4_addresses(self, index: int) -> list[ipaddress.IPv4Interface]:
-        result = []
-        for msg in self.ipr.get_addr(index=index, family=AF_INET):
-            result.append(
-                ipaddress.IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
-            )
-        return result
+        return [
+            ipaddress.IPv4Interface(f"{address}/{prefixlen}")
+            for address, prefixlen in self._query.ipv4_addresses(index)
+        ]
 
     def ensure_address(
         self, ifname: str, address: ipaddress.IPv4Interface, exclusive: bool
@@ -81,10 +89,10 @@ class Netlink:
 
         Returns True when something changed.
         """
-        index = self.index(ifname)
+        link = self._link(ifname)
+        index = link.index
         changed = False
-        link = self.ipr.get_links(index)[0]
-        if not link["flags"] & 1:  # IFF_UP
+        if not link.up:
             self.ipr.link("set", index=index, state="up")
             changed = True
         present = self.ipv4_addresses(index)
@@ -116,23 +124,18 @@ class Netlink:
         return True
 
     def default_gateway(self) -> str | None:
-        for route in self.ipr.get_default_routes(family=AF_INET):
-            gateway = route.get_attr("RTA_GATEWAY")
-            if gateway:
-                return str(gateway)
-        return None
+        return self._query.default_gateway()
 
     def wan_state(self, ifname: str) -> WanState:
-        try:
-            index = self.index(ifname)
-        except LinkMissing:
+        link = self._query.link(ifname)
+        if link is None:
             return WanState(ifname, present=False, up=False)
-        link = self.ipr.get_links(index)[0]
-        up = bool(link["flags"] & 1) and link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN")
-        addrs = tuple(str(a) for a in self.ipv4_addresses(index))
+        up = link.up and link.operstate in ("UP", "UNKNOWN")
+        addrs = tuple(f"{a}/{p}" for a, p in self._query.ipv4_addresses(link.index))
         return WanState(
             ifname, present=True, up=up, addresses=addrs, gateway=self.default_gateway()
         )
 
     def close(self) -> None:
+        self._query.close()
         self.ipr.close()

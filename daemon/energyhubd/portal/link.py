@@ -45,6 +45,7 @@ RECONNECT_TO_VERIFY = "reconnecting to verify a new configuration"
 
 
 IDLE_WAIT_MAX = 30.0  # seconds the link thread sleeps at most on a quiet connection
+KEEPALIVE_SLACK = 0.05  # wake this much after paho's keepalive deadline, never before it
 
 
 @dataclass(frozen=True)
@@ -408,8 +409,9 @@ class PortalLink:
                 writable = client.want_write()
             else:
                 fd = sock.fileno()
+                wait = self._idle_wait(client)
                 rlist, wlist, _ = select.select(
-                    [fd, self._wake_r], [fd] if client.want_write() else [], [], self._idle_wait()
+                    [fd, self._wake_r], [fd] if client.want_write() else [], [], wait
                 )
                 readable = fd in rlist
                 writable = fd in wlist
@@ -427,18 +429,24 @@ class PortalLink:
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 return self._refused or f"keepalive: {mqtt.error_string(rc)}"
 
-    def _idle_wait(self) -> float:
+    def _idle_wait(self, client: mqtt.Client | None = None) -> float:
         """How long the link thread may sleep with nothing to read, write or send.
 
         Everything the daemon hands over wakes it through the pipe, so the timeout only has
-        to serve paho's keepalive bookkeeping (``loop_misc``). A quarter of the keepalive
-        sends each PINGREQ at most that much late, well inside the broker's 1.5x allowance,
-        and lets a router sleep instead of waking every second. Before CONNACK and while
-        stopping it stays short, for the deadlines checked in ``_serve``.
+        to serve paho's keepalive bookkeeping (``loop_misc``): sleep until paho's own
+        deadline (a keepalive after the last packet out or in, read from the client as
+        paho 1.6 and 2.x keep it), so an idle link wakes once per keepalive to send the
+        PINGREQ and once for the PINGRESP. Should that bookkeeping not be readable, a
+        quarter of the keepalive. Before CONNACK and while stopping it stays short, for the
+        deadlines checked in ``_serve``.
         """
         if not self._session_ok or self._stop.is_set():
             return 1.0
-        return min(IDLE_WAIT_MAX, max(1.0, self.settings.keepalive / 4))
+        keepalive = float(self.settings.keepalive)
+        due = _keepalive_due(client, keepalive)
+        if due is None:
+            return min(IDLE_WAIT_MAX, max(1.0, keepalive / 4))
+        return min(keepalive, max(0.0, due - time.monotonic())) + KEEPALIVE_SLACK
 
     def _pump(self, client: mqtt.Client) -> None:
         """Send slots then the outbox, oldest first, at most MAX_INFLIGHT unacknowledged."""
@@ -529,3 +537,16 @@ class PortalLink:
             callback = self._on_round_trip
             if callback is not None:
                 self._emit(lambda: callback(token))
+
+
+def _keepalive_due(client: object, keepalive: float) -> float | None:
+    """When paho's ``loop_misc`` next acts on the keepalive (monotonic clock), if readable.
+
+    paho 2.x compares ``_last_msg_out`` and ``_last_bytes_received``, 1.6 ``_last_msg_out``
+    and ``_last_msg_in``, with ``time.monotonic()``; the first of them plus the keepalive.
+    """
+    out = getattr(client, "_last_msg_out", None)
+    received = getattr(client, "_last_bytes_received", getattr(client, "_last_msg_in", None))
+    if not isinstance(out, float) or not isinstance(received, float):
+        return None
+    return min(out, received) + keepalive
