@@ -3,7 +3,8 @@
 Every figure is printed next to a baseline measured in the same run, on the same machine, so
 the ratio means something even when the absolute numbers move between machines:
 
-1. full policy apply (``apply_policy``) vs the bare libnftables transaction of the same table,
+1. full policy apply (compile + ``kernel.apply.apply_policy`` through the table owner
+   ``kernel.table.Table``) vs the bare libnftables transaction of the same table,
    for the default config and for one with 1,000 port forwards;
 2. no-op apply (kernel already matches) vs that bare transaction, and the kernel writes it
    makes, counted by ``nft monitor`` in the namespace (should be none);
@@ -192,10 +193,10 @@ def worker_apply(reps: int) -> dict[str, Any]:
     """Runs under ``ip netns exec``: both contestants get a real write into an empty table."""
     from energyhubd.config.load import parse_document
     from energyhubd.kernel.netlink import Netlink
-    from energyhubd.kernel.nftables_exec import NftExecutor
+    from energyhubd.kernel.table import Table
 
     config = parse_document({}, "built-in defaults")
-    executor, netlink = NftExecutor(), Netlink()
+    executor, netlink = Table(), Netlink()
     result = apply_rounds(config, executor, netlink, reps)
     big = parse_document(forwards_document(1000), "1,000 forwards")
     result["forwards_1000"] = apply_rounds(big, executor, netlink, max(3, reps // 5))
@@ -206,8 +207,12 @@ def apply_rounds(config: Any, executor: Any, netlink: Any, reps: int) -> dict[st
     """Full vs bare (interleaved), no-op vs bare, with kernel writes counted; one config."""
     import nftables
 
+    from energyhubd.kernel.apply import apply_policy as apply_compiled
     from energyhubd.policy import nft
-    from energyhubd.policy.apply import apply_policy
+
+    def apply_policy(config: Any, table: Any, netlink: Any) -> Any:
+        """Compile and apply, as the daemon's table step does."""
+        return apply_compiled(config, nft.compile_ruleset(config), table, netlink)
 
     bare = nftables.Nftables()
     ruleset = nft.compile_ruleset(config)

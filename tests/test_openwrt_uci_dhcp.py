@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
 from energyhubd.config.load import parse_document
 from energyhubd.openwrt.uci import parse
 from energyhubd.openwrt.uci_dhcp import (
-    DhcpPlan,
-    Lease,
     apply_dhcp_changes,
     dhcp_changes,
     leasetime_text,
-    plan_from_lan,
 )
+from energyhubd.policy.dhcp import DhcpHost, DhcpPlan, build_plan
 from tests.real_uci import uci_batch
 
 OPENWRT_DHCP = """\
@@ -40,7 +39,7 @@ config host 'printer'
 
 
 def plan(doc: dict[str, Any]) -> DhcpPlan:
-    return plan_from_lan(parse_document(doc).lan)
+    return build_plan(parse_document(doc))
 
 
 def test_default_policy_on_a_stock_openwrt_dhcp_file() -> None:
@@ -98,9 +97,18 @@ def test_only_differences_are_emitted() -> None:
 
 def test_missing_lan_section_is_created() -> None:
     current = parse("config dnsmasq\n")
-    commands = dhcp_changes(
-        current, DhcpPlan(10, 5, "1h", (Lease("a_b", "10.0.0.20"), Lease("a-b", "10.0.0.21")))
+    hosts = (
+        DhcpHost("a_b", ipaddress.IPv4Address("10.0.0.20"), None),
+        DhcpHost("a-b", ipaddress.IPv4Address("10.0.0.21"), None),
     )
+    router = ipaddress.IPv4Interface("10.0.0.1/24")
+    start, end = ipaddress.IPv4Address("10.0.0.10"), ipaddress.IPv4Address("10.0.0.14")
+    commands = dhcp_changes(current, DhcpPlan("br-lan", router, start, end, 3600, hosts, (), ()))
+    assert commands[2:5] == [
+        "set dhcp.lan.start='10'",
+        "set dhcp.lan.limit='5'",
+        "set dhcp.lan.leasetime='1h'",
+    ]
     assert commands[:2] == ["set dhcp.lan='dhcp'", "set dhcp.lan.interface='lan'"]
     after = uci_batch(current, commands)
     # two names that sanitise alike still get two sections

@@ -21,11 +21,10 @@ from energyhubd.control.methods import MethodError
 from energyhubd.control.render import render_diagnose, render_outbound
 from energyhubd.control.status import build_method_table
 from energyhubd.loop import EventLoop
-from energyhubd.outbound import egress
 from energyhubd.outbound import service as outbound_service
 from energyhubd.outbound.diagnose import Row
 from energyhubd.outbound.service import OutboundService, read_nameservers, wan_dns_servers
-from energyhubd.policy import nft
+from energyhubd.policy import egress, nft
 
 T = TypeVar("T")
 
@@ -224,9 +223,9 @@ def test_sets_transaction_only_touches_sets() -> None:
 
 def test_executor_refuses_anything_but_set_contents() -> None:
     pytest.importorskip("nftables")
-    from energyhubd.kernel.nftables_exec import NftError, NftExecutor
+    from energyhubd.kernel.table import NftError, Table
 
-    executor = NftExecutor()
+    executor = Table()
     with pytest.raises(NftError, match="refused"):
         executor.update_sets({"nftables": [{"delete": {"table": {"family": "inet", "name": "x"}}}]})
     other = {"family": "inet", "table": "fw4", "name": "s", "elem": ["192.0.2.1"]}

@@ -76,15 +76,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from energyhubd.inventory.monitor import lease_addresses, lease_file_for
+    from energyhubd.kernel.apply import apply_policy
     from energyhubd.kernel.netlink import Netlink
-    from energyhubd.kernel.nftables_exec import NftError, NftExecutor
-    from energyhubd.policy.apply import apply_policy
+    from energyhubd.kernel.table import NftError, Table
+    from energyhubd.policy import nft
 
     config = _load(args.config)
     # Forwards that follow a device resolve from the current leases, as the daemon does.
     live = lease_addresses(lease_file_for(config))
+    ruleset = nft.compile_ruleset(config, nft.resolve_targets(config, live))
     try:
-        outcome = apply_policy(config, NftExecutor(), Netlink(), live)
+        outcome = apply_policy(config, ruleset, Table(), Netlink())
     except NftError as exc:
         print(f"energyhubd: nftables refused the policy, nothing changed: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -94,9 +96,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_flush(_args: argparse.Namespace) -> int:
-    from energyhubd.kernel.nftables_exec import NftExecutor
+    from energyhubd.kernel.table import Table
 
-    NftExecutor().delete()
+    Table().delete()
     print("table inet energyhub removed")
     return EXIT_OK
 
@@ -105,11 +107,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from energyhubd import lean
 
     lean.install()  # before the libraries load: leaves out the parts the daemon never uses
-    from energyhubd.kernel.nftables_exec import NftError
+    from energyhubd.kernel.table import NftError
     from energyhubd.service import Daemon
 
     config_path = args.config or paths.default_config_path()
-    daemon = Daemon(config_path, pid_file=args.pid_file, resolv_file=args.resolv_file)
+    if args.wan_dhcp and not args.resolv_file:
+        log.error("--wan-dhcp needs --resolv-file (where the client writes the WAN's DNS servers)")
+        return EXIT_CONFIG
+    daemon = Daemon(
+        config_path, pid_file=args.pid_file, resolv_file=args.resolv_file, wan_dhcp=args.wan_dhcp
+    )
     try:
         daemon.start()
     except NftError as exc:
@@ -154,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resolv-file",
         default=None,
         help="upstream DNS servers written by the WAN DHCP client (linux)",
+    )
+    run.add_argument(
+        "--wan-dhcp",
+        action="store_true",
+        help="linux, wan.proto dhcp: run the WAN DHCP client (udhcpc) under the daemon; it "
+        "writes --resolv-file",
     )
     run.set_defaults(func=cmd_run)
     sub.add_parser(

@@ -12,7 +12,6 @@ import contextlib
 import heapq
 import itertools
 import logging
-import os
 import queue
 import selectors
 import signal
@@ -137,13 +136,3 @@ class EventLoop:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -20,3 +20,19 @@ def default_config_path() -> str | None:
     """The platform's configuration file, or None (built-in defaults) when it is absent."""
     path = OPENWRT_CONFIG if detect_platform() == "openwrt" else LINUX_CONFIG
     return path if os.path.exists(path) else None
+
+
+def write_pid_file(path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(f"{os.getpid()}\n")
+
+
+def remove_pid_file(path: str) -> None:
+    """Only our own: a newer instance may already have written its pid there."""
+    try:
+        with open(path) as handle:
+            if handle.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except OSError:
+        pass

@@ -5,13 +5,13 @@
     customer network 198.51.100.0/24 (ns <p>-cust: bridge, DHCP+DNS server at .1)
       |-- <p>-scada   198.51.100.20  the customer's Modbus client (allowed source)
       |-- <p>-guest   198.51.100.21  another customer host (not allowed)
-      |-- <p>-router  WAN by DHCP; runs `energyhubd run` (which runs dnsmasq on br-lan)
+      |-- <p>-router  runs `energyhubd run --wan-dhcp` (udhcpc on wan, dnsmasq on br-lan)
             |-- br-lan 192.168.254.1/24 -- lan1 --> <p>-sw (the unmanaged switch)
                   |-- <p>-display  udhcpc, fixed MAC, reserved .200
                   |-- <p>-unit1..3 udhcpc, fixed MACs (unit1 reserved .201, Modbus server)
 
-The lab plays netifd's part on the router (bridge, WAN DHCP client); everything else is
-energyhubd's. All state lives under /run/energyhubd-lab/<prefix>, so ``down`` can clean up
+The lab plays netifd's part on the router (the bridge); the WAN DHCP client and everything
+else is energyhubd's. All state lives under /run/energyhubd-lab/<prefix>, so ``down`` can clean up
 after a crash.
 """
 
@@ -57,6 +57,7 @@ TUNNEL_REMOTE_PORT = 20022  # the gateway-side port of the router's reverse tunn
 UDHCPC_SCRIPT = """#!/bin/sh
 # udhcpc hook for lab hosts: configure only this namespace's interface and routes.
 # It never writes /etc/resolv.conf (namespaces share the host's file system).
+# (The router's WAN client is the daemon's own, with the daemon's hook.)
 case "$1" in
   deconfig)
     ip -4 addr flush dev "$interface"
@@ -343,19 +344,6 @@ class Site:
                 f"--server={internet.DNS_IP}",
             ],
         )
-        progress("router WAN address by DHCP")
-        self.spawn(
-            router,
-            "router-udhcpc",
-            self.udhcpc("wan", "energyhub-router"),
-            env={"LAB_RESOLV": str(self.dir / "router-resolv.conf")},
-        )
-        self.wait_for(
-            lambda: self.address_of(router, "wan") is not None,
-            DHCP_WAIT,
-            "the router got no WAN address from the customer network",
-        )
-
         progress("listeners")
         self.spawn(router, "router-listeners", self.probe_serve("router", ROUTER_PORTS))
         for role in ("scada", "guest"):
@@ -368,6 +356,12 @@ class Site:
         progress("energyhubd run")
         self.write_config()
         self.start_daemon()
+        progress("router WAN address by DHCP (the daemon's udhcpc)")
+        self.wait_for(
+            lambda: self.address_of(router, "wan") is not None,
+            DHCP_WAIT,
+            "the router got no WAN address from the customer network",
+        )
         progress("LAN clients by DHCP")
         for client in self.clients:
             self.start_dhcp_client(client)
@@ -428,6 +422,7 @@ class Site:
             str(self.dir / "energyhubd.pid"),
             "--resolv-file",
             str(self.dir / "router-resolv.conf"),
+            "--wan-dhcp",  # the daemon runs the WAN's DHCP client, as on a real Linux router
         ]
         self.spawn(self.router, "energyhubd", cmd, env=self.daemon_env or None)
         self.wait_for(

@@ -9,15 +9,41 @@ keeps serving meanwhile.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from energyhubd.config.model import Config
 from energyhubd.control.methods import Method, MethodError, MethodTable
-from energyhubd.portal.runner import with_live_portal
+from energyhubd.portal.runner import PortalRunner, with_live_portal
 
 if TYPE_CHECKING:
     from energyhubd.outbound.service import OutboundService
-    from energyhubd.service import Daemon
+
+
+class Controlled(Protocol):
+    """What the control methods need of the daemon (``energyhubd.service.Daemon``)."""
+
+    @property
+    def snapshot(self) -> dict[str, Any]:
+        """The last published status (read from any thread)."""
+
+    @property
+    def outbound(self) -> OutboundService: ...
+
+    @property
+    def portal(self) -> PortalRunner | None:
+        """The portal link, if enabled: its queue length is read live for ``status``."""
+
+    def running_config(self) -> dict[str, Any]: ...
+
+    def reload(self, reason: str) -> dict[str, Any]:
+        """On the loop: re-read the configuration and reconcile."""
+
+    def call_on_loop(
+        self, func: Callable[[], dict[str, Any]], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """From another thread: run ``func`` on the loop and wait for its answer."""
+
 
 SECRET_WORDS = ("key", "password", "secret", "token", "passphrase")
 DIAGNOSE_WAIT = 60
@@ -82,7 +108,25 @@ def run_tunnel_request(service: OutboundService, args: dict[str, Any]) -> dict[s
     return {"action": action, "tunnel": state}
 
 
-def build_method_table(daemon: Daemon) -> MethodTable:
+def portal_command(
+    daemon: Controlled, methods: MethodTable, method: str, args: dict[str, Any]
+) -> dict[str, Any]:
+    """A portal command, on the loop: the same argument checks as the local API."""
+    if method == "ip_ranges":
+        unknown = sorted(set(args) - {"document"})
+        if unknown:
+            raise MethodError(f"ip_ranges: unknown argument {unknown[0]!r} (accepted: document)")
+        try:
+            return daemon.outbound.replace_ip_ranges(args.get("document"))
+        except ValueError as exc:
+            raise MethodError(f"ip_ranges: {exc}") from None
+    clean = methods.check_args(methods.methods[method], args)
+    if method == "diagnose":
+        return {"run": daemon.outbound.request("portal")}  # the result goes out in health
+    return run_tunnel_request(daemon.outbound, clean)
+
+
+def build_method_table(daemon: Controlled) -> MethodTable:
     def status(_args: dict[str, Any]) -> dict[str, Any]:
         return with_live_portal(daemon.snapshot, daemon.portal)
 

@@ -31,7 +31,6 @@ import importlib
 import importlib.util
 import json
 import logging
-import random
 import signal
 import threading
 import time
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from energyhubd.backoff import Backoff
 from energyhubd.control.methods import TRANSPORT_ARGS, MethodError, MethodTable
 
 log = logging.getLogger("energyhubd.ubus")
@@ -145,24 +145,25 @@ class UbusTransport:
     # ------------------------------------------------------------------ thread body
 
     def _run(self) -> None:
-        backoff = self.backoff_initial
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
         while not self._stop.is_set():
             ubus: ModuleType | None = None
+            delay = 0.0
             try:
                 ubus = self._loader()
                 self._connect(ubus)
-                backoff = self.backoff_initial
+                backoff.reset()
                 self._serve(ubus)
             except Exception as exc:  # the binding raises RuntimeError/IOError/TypeError
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("ubus: %s; retrying in %.1fs", self.last_error, backoff)
+                delay = backoff.next_delay()
+                log.warning("ubus: %s; retrying in %.1fs", self.last_error, delay)
             finally:
                 self.connected.clear()
                 if ubus is not None:
                     self._disconnect(ubus)
-            if self._stop.wait(backoff * random.uniform(0.8, 1.2)):
+            if self._stop.wait(delay or backoff.next_delay()):
                 break
-            backoff = min(backoff * 2, self.backoff_max)
 
     def _connect(self, ubus: ModuleType) -> None:
         if self.socket_path:

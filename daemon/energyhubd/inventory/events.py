@@ -121,8 +121,3 @@ class EventStream:
         if limit is not None:
             events = events[-limit:] if limit > 0 else []
         return [e.as_dict() for e in events]
-
-    @property
-    def last_seq(self) -> int:
-        with self._lock:
-            return self._seq

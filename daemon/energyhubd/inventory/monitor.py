@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +189,17 @@ class InventoryMonitor:
             self.on_change()
 
     # -- answers ------------------------------------------------------------------------
-    def live_addresses(self) -> dict[str, str]:
-        """MAC -> current address of every device that is present."""
-        return present_addresses(self.registry)
+    def live_addresses(self) -> Mapping[str, str]:
+        """MAC -> current address of every device that is present (a lazy view)."""
+        return self.registry.live_addresses()
+
+    def status(self) -> dict[str, Any]:
+        """The ``inventory`` part of status."""
+        return {
+            **self.registry.summary(),
+            "lease_file": self.lease_file,
+            "lease_reads": self.lease_reads,
+        }
 
     def close(self) -> None:
         for timer in (self._lease_timer, self._maintenance, self._settle_timer):
@@ -263,3 +271,26 @@ def read_vendor_classes(directory: Path) -> dict[str, str]:
             continue
         found[mac] = safe_text(raw)  # "" : the hook reported the client without a class
     return found
+
+
+def follow(
+    current: InventoryMonitor | None,
+    loop: EventLoop,
+    config: Config,
+    events: EventStream,
+    on_change: Callable[[], None],
+) -> InventoryMonitor | None:
+    """The monitor for ``config``: the current one reconfigured, or a new one when the lease
+    file moved. None (logged) when it cannot be started."""
+    lease_file = lease_file_for(config)
+    if current is not None and current.lease_file != lease_file:
+        current.close()
+        current = None
+    if current is not None:
+        current.reconfigure(config)
+        return current
+    try:
+        return InventoryMonitor(loop, config, lease_file, events, on_change)
+    except OSError as exc:
+        log.error("device inventory not started: %s", exc)
+        return None

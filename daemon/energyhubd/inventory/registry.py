@@ -52,9 +52,10 @@ Definitions
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from energyhubd.config.sections.inventory import InventorySettings
@@ -436,6 +437,12 @@ class DeviceRegistry:
     def present_addresses(self) -> dict[str, str]:
         """MAC -> ``address_of(mac)`` for every device that has one (kept up to date)."""
         return dict(self._addresses)
+
+    def live_addresses(self) -> Mapping[str, str]:
+        """The same as ``present_addresses``, as a read-only view instead of a copy: forwards
+        that follow a device look up only their own MACs, so a lease event costs no pass over
+        every device. Read it at once; it follows the registry."""
+        return MappingProxyType(self._addresses)
 
     def address_of_reservation(self, name: str) -> str | None:
         """Like ``address_of`` for the present device matching reservation ``name``."""

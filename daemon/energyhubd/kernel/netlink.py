@@ -114,6 +114,16 @@ class Netlink:
             changed = True
         return changed
 
+    def remove_address(self, ifname: str, address: ipaddress.IPv4Interface) -> bool:
+        """Remove ``address`` from ``ifname`` if present (routes through it go with it)."""
+        index = self.index(ifname)
+        if address not in self.ipv4_addresses(index):
+            return False
+        self.ipr.addr(
+            "del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+        )
+        return True
+
     def ensure_default_route(self, gateway: ipaddress.IPv4Address) -> bool:
         current = self.default_gateway()
         if current == str(gateway):

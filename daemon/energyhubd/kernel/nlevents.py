@@ -9,6 +9,9 @@ about. Reading the socket ourselves until EAGAIN is exact on every pyroute2 vers
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+
+from energyhubd.loop import EventLoop, Timer
 
 NETLINK_ROUTE = 0
 NETLINK_NETFILTER = 12
@@ -69,3 +72,26 @@ class LinkEvents(NetlinkGroups):
 
     def __init__(self) -> None:
         super().__init__(NETLINK_ROUTE, (RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV4_ROUTE))
+
+
+def watch(
+    loop: EventLoop, source: NetlinkGroups, debounce: float, handler: Callable[[], None]
+) -> Callable[[], None]:
+    """Call ``handler`` on the loop once per burst of changes (``debounce`` seconds after the
+    first); returns the function that stops watching and closes ``source``."""
+    timer: list[Timer | None] = [None]
+
+    def fired() -> None:
+        timer[0] = None
+        handler()
+
+    def on_event() -> None:
+        if source.drain() and timer[0] is None:
+            timer[0] = loop.call_later(debounce, fired)
+
+    def close() -> None:
+        loop.remove_reader(source)
+        source.close()
+
+    loop.add_reader(source, on_event)
+    return close

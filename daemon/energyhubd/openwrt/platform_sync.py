@@ -17,6 +17,7 @@ from pathlib import Path
 from energyhubd.config.model import Config
 from energyhubd.openwrt import uci_dhcp, uci_network, uci_system
 from energyhubd.openwrt.uci import Package, parse
+from energyhubd.policy.dhcp import build_plan
 
 DHCP_FILE = "/etc/config/dhcp"
 SYSTEM_FILE = "/etc/config/system"
@@ -48,7 +49,7 @@ def plan_changes(
 ) -> SyncResult:
     """Pure: what ``sync_platform`` would apply to these packages (no network: WAN left)."""
     servers = config.outbound.ntp_servers
-    dhcp_commands = uci_dhcp.dhcp_changes(dhcp, uci_dhcp.plan_from_lan(config.lan))
+    dhcp_commands = uci_dhcp.dhcp_changes(dhcp, build_plan(config))
     dhcp_commands += uci_dhcp.dns_changes(dhcp, [str(a) for a in config.dns_fallback])
     wan = uci_network.wan_changes(network, config.wan) if network is not None else []
     return SyncResult(

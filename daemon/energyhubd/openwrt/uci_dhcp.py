@@ -1,4 +1,5 @@
-"""Render the LAN DHCP plan into changes of OpenWrt's ``/etc/config/dhcp``.
+"""Render the LAN DHCP plan (``energyhubd.policy.dhcp.DhcpPlan``, the same plan the plain
+Linux dnsmasq gets) into changes of OpenWrt's ``/etc/config/dhcp``.
 
 On OpenWrt dnsmasq is configured through UCI, so the pool, lease time and static leases are
 expressed as ``uci batch`` commands (``set``/``delete``) rather than by editing the file: libuci
@@ -17,31 +18,12 @@ import ipaddress
 import re
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from energyhubd.openwrt.uci import Package, Section, quote
+from energyhubd.policy.dhcp import DhcpPlan
 
 HOST_PREFIX = "energyhub_"
 PACKAGE = "dhcp"
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A static lease as the dhcp package stores it (``mac`` None: match by host name)."""
-
-    name: str
-    ip: str
-    mac: str | None = None
-
-
-@dataclass(frozen=True)
-class DhcpPlan:
-    """What the LAN's dnsmasq section should say, in UCI's own terms."""
-
-    start: int  # offset of the first pool address from the network address
-    limit: int  # number of pool addresses
-    leasetime: str
-    hosts: tuple[Lease, ...]
 
 
 def leasetime_text(seconds: int) -> str:
@@ -51,22 +33,6 @@ def leasetime_text(seconds: int) -> str:
     if seconds % 60 == 0:
         return f"{seconds // 60}m"
     return str(seconds)
-
-
-def plan_from_lan(lan: object) -> DhcpPlan:
-    """Build the plan from the validated model (``energyhubd.config.model.Lan``)."""
-    address: ipaddress.IPv4Interface = lan.address  # type: ignore[attr-defined]
-    dhcp = lan.dhcp  # type: ignore[attr-defined]
-    network = int(address.network.network_address)
-    hosts = tuple(
-        Lease(r.name, str(r.ip), r.mac.lower() if r.mac else None) for r in dhcp.reservations
-    )
-    return DhcpPlan(
-        start=int(dhcp.start) - network,
-        limit=int(dhcp.end) - int(dhcp.start) + 1,
-        leasetime=leasetime_text(int(dhcp.lease_seconds)),
-        hosts=hosts,
-    )
 
 
 def host_section_name(name: str, taken: set[str]) -> str:
@@ -98,9 +64,9 @@ def dhcp_changes(current: Package, plan: DhcpPlan, lan_section: str = "lan") -> 
         commands.append(_set(lan_section, "dhcp"))
         commands.append(_set(f"{lan_section}.interface", lan_section))
     for key, value in (
-        ("start", str(plan.start)),
-        ("limit", str(plan.limit)),
-        ("leasetime", plan.leasetime),
+        ("start", str(plan.pool_offset)),
+        ("limit", str(plan.pool_size)),
+        ("leasetime", leasetime_text(plan.lease_seconds)),
     ):
         if _opt(lan, key) != value:
             commands.append(_set(f"{lan_section}.{key}", value))
@@ -110,14 +76,15 @@ def dhcp_changes(current: Package, plan: DhcpPlan, lan_section: str = "lan") -> 
     wanted: set[str] = set()
     for lease in plan.hosts:
         name = host_section_name(lease.name, taken)
+        mac = lease.mac.lower() if lease.mac else None
         wanted.add(name)
         section = ours.get(name)
         if section is None:
             commands.append(_set(name, "host"))
         fields: tuple[tuple[str, str | None], ...] = (
             ("name", lease.name),
-            ("ip", lease.ip),
-            ("mac", lease.mac),
+            ("ip", str(lease.ip)),
+            ("mac", mac),
         )
         for key, want in fields:
             have = _opt(section, key)

@@ -10,11 +10,12 @@ network runs on a short-lived worker thread and hands its result back with ``loo
   every ``outbound.diagnose_interval`` counted from the end of the last run.
 * **allowlist inputs** (``egress.mode: allowlist``): the WAN's DNS servers, the broker's
   addresses and the S3 prefixes of ``ip-ranges.json``. A refresh job learns them (start,
-  reload, WAN up, every ``broker_ttl / 3``) and one set-only transaction through the single
-  ``NftExecutor`` brings the kernel's sets up to date. The compiled table gets the same data
-  (``egress_inputs``), so a full table replace never empties a set.
-* **tunnel**: a ``TunnelSupervisor`` watched through its pidfd (``add_reader``) and its
-  deadline (``call_later``): no polling.
+  reload, WAN up, every ``broker_ttl / 3``) and hands the table owner (``kernel.table``) one
+  set-only transaction that brings the kernel's sets up to date; it never writes the kernel.
+  The compiled table gets the same data (``egress_inputs``), so a full table replace never
+  empties a set.
+* **tunnel**: a ``TunnelSupervisor`` (the package's one child-process shape) driven by a
+  ``LoopWatch``: its pidfd as a reader, its deadline as a timer; no polling.
 
 Where the DNS servers come from (``wan_dns_servers``): static ``wan.dns``; else the resolv
 file the daemon was given (``--resolv-file``, written by the WAN DHCP client); else on
@@ -37,11 +38,13 @@ from typing import Any
 from energyhubd.config.atomic import write_if_changed
 from energyhubd.config.model import Config
 from energyhubd.config.sections.outbound import OutboundSettings
-from energyhubd.kernel.nftables_exec import NftError, NftExecutor
+from energyhubd.kernel.table import NftError, Table
 from energyhubd.loop import EventLoop, Timer
-from energyhubd.outbound import diagnose, egress, ipranges
+from energyhubd.outbound import diagnose, ipranges
 from energyhubd.outbound.diagnose import Row
 from energyhubd.outbound.tunnel import TunnelSupervisor, TunnelTarget
+from energyhubd.policy import egress
+from energyhubd.supervisor import LoopWatch
 
 log = logging.getLogger("energyhubd.outbound")
 
@@ -233,7 +236,7 @@ class OutboundService:
     def __init__(
         self,
         loop: EventLoop,
-        executor: NftExecutor | None,
+        table: Table | None,
         resolv_file: str | None,
         publish: Callable[[], None],
         *,
@@ -241,7 +244,7 @@ class OutboundService:
         resolver: Resolver = diagnose.resolve,
     ) -> None:
         self.loop = loop
-        self.executor = executor
+        self.table = table
         self.resolv_file = resolv_file
         self._publish = publish
         self._runner = runner
@@ -268,8 +271,7 @@ class OutboundService:
         # tunnel
         self.tunnel: TunnelSupervisor | None = None
         self._tunnel_key: tuple[Any, ...] | None = None
-        self._tunnel_fd: int | None = None
-        self._tunnel_timer: Timer | None = None
+        self._tunnel_watch: LoopWatch | None = None
         self._wan_addresses: tuple[str, ...] | None = None
 
     # -- configuration --------------------------------------------------------------------
@@ -314,17 +316,20 @@ class OutboundService:
             self.egress.drops = {}
         self._configure_tunnel(config)
 
-    def wan_changed(self, addresses: Sequence[str]) -> None:
-        """Links changed; when the WAN gained (new) addresses, re-learn and re-check."""
+    def wan_changed(self, addresses: Sequence[str]) -> bool:
+        """Links changed; when the WAN gained (new) addresses, re-learn and re-check.
+
+        Returns True when it did (the WAN came up or got a new address)."""
         addrs = tuple(addresses)
         gained = bool(addrs) and addrs != self._wan_addresses
         self._wan_addresses = addrs
         if not gained or self.config is None:
-            return
+            return False
         log.info("WAN up (%s): outbound diagnostics in %.0f s", ", ".join(addrs), WAN_SETTLE)
         self.request("wan up", WAN_SETTLE)
         if self.allowlist:
             self.refresh_egress("WAN up")
+        return True
 
     def table_restored(self) -> None:
         """Our table was restored from an older compilation: put the learned sets back."""
@@ -337,7 +342,6 @@ class OutboundService:
             self._interval_timer,
             self._refresh_timer,
             self._counter_timer,
-            self._tunnel_timer,
             self._pending[0] if self._pending else None,
         ):
             if timer is not None:
@@ -592,7 +596,7 @@ class OutboundService:
 
     def _push_sets(self) -> None:
         """One set-only transaction: DNS and S3 replaced, broker timeouts restarted."""
-        if self.executor is None or self.config is None:
+        if self.table is None or self.config is None:
             return
         plan = egress.plan_for(
             self.config,
@@ -601,7 +605,7 @@ class OutboundService:
             ),
         )
         try:
-            self.executor.update_sets(egress.sets_transaction(plan))
+            self.table.update_sets(egress.sets_transaction(plan))
         except NftError as exc:
             self.egress.push_error = str(exc)
             log.error("egress allowlist: sets not updated: %s", exc)
@@ -611,10 +615,10 @@ class OutboundService:
 
     def _read_counters(self) -> bool:
         """Refresh the drop counters from the kernel; True when they changed."""
-        if self.executor is None:
+        if self.table is None:
             return False
-        listing = self.executor.current()
-        drops = egress.drop_counters(listing) if listing else {}
+        counters = self.table.counters()
+        drops = egress.drop_counters(counters) if counters else {}
         changed = drops != self.egress.drops
         self.egress.drops, self.egress.drops_at = drops, time.time()
         return changed
@@ -670,31 +674,8 @@ class OutboundService:
         except ValueError as exc:
             log.error("support tunnel not started: %s", exc)
             return
-        self._tunnel_op(self.tunnel.start)
-
-    def _tunnel_op(self, operation: Callable[[], None], publish: bool = True) -> None:
-        """Run a supervisor operation with its pidfd unwatched (it may close and reopen it)."""
-        if self._tunnel_fd is not None:
-            self.loop.remove_reader(self._tunnel_fd)
-            self._tunnel_fd = None
-        if self._tunnel_timer is not None:
-            self._tunnel_timer.cancel()
-            self._tunnel_timer = None
-        operation()
-        tunnel = self.tunnel
-        if tunnel is None:
-            return
-        fd = tunnel.fileno()
-        if fd is not None:
-            self.loop.add_reader(fd, lambda: self._tunnel_op(tunnel.on_exit))
-            self._tunnel_fd = fd
-        deadline = tunnel.next_deadline()
-        if deadline is not None:
-            self._tunnel_timer = self.loop.call_later(
-                max(0.0, deadline - time.monotonic()), lambda: self._tunnel_op(tunnel.tick)
-            )
-        if publish:
-            self._publish()
+        self._tunnel_watch = LoopWatch(self.loop, self.tunnel, self._publish)
+        self._tunnel_watch.run(self.tunnel.start)
 
     def replace_ip_ranges(self, document: object) -> dict[str, Any]:
         """A copy of ip-ranges.json (from the portal) replaces the local file, if trustworthy.
@@ -733,21 +714,26 @@ class OutboundService:
             raise RuntimeError(
                 f"hours applies only to an on_demand tunnel (mode is {tunnel.settings.mode})"
             )
-        self._tunnel_op(lambda: tunnel.open(hours))
+        self._tunnel_run(lambda: tunnel.open(hours))
         return tunnel.status()
 
     def tunnel_close(self) -> dict[str, Any]:
         if self.tunnel is None:
             raise RuntimeError("the support tunnel is disabled in the configuration")
         tunnel = self.tunnel
-        self._tunnel_op(lambda: tunnel.close("closed on request"))
+        self._tunnel_run(lambda: tunnel.close("closed on request"))
         return tunnel.status()
 
     def _stop_tunnel(self) -> None:
-        tunnel = self.tunnel
-        if tunnel is not None:
-            self._tunnel_op(tunnel.stop, publish=False)  # no child and no deadline after stop
-        self.tunnel = None
+        tunnel, watch = self.tunnel, self._tunnel_watch
+        if tunnel is not None and watch is not None:
+            watch.run(tunnel.stop, notify=False)  # no child and no deadline after stop
+            watch.close()
+        self.tunnel = self._tunnel_watch = None
+
+    def _tunnel_run(self, operation: Callable[[], None]) -> None:
+        assert self._tunnel_watch is not None
+        self._tunnel_watch.run(operation)
 
     def tunnel_status(self) -> dict[str, Any]:
         if self.tunnel is None:

@@ -6,18 +6,15 @@ file with StrictHostKeyChecking, never trusted on first use. When the child exit
 supervisor restarts it after a capped, jittered backoff; ``on_demand`` tunnels close at their
 expiry.
 
-Event-driven, no thread: the owner's event loop watches ``fileno()`` (a pidfd, readable when
-the child exits) and calls ``on_exit()``; it calls ``tick()`` when ``next_deadline()``
-(monotonic seconds) has passed. Every method is quick and never blocks.
+The supervisor is the package's one child-process shape (``energyhubd.supervisor``) plus the
+tunnel's expiry deadline: no thread; the owner's event loop (``LoopWatch``) watches
+``fileno()`` and calls ``on_exit()``, and calls ``tick()`` when ``next_deadline()`` passed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from energyhubd.backoff import Backoff
 from energyhubd.config.sections.outbound import TunnelSettings
+from energyhubd.supervisor import ChildProcess
 
 STABLE_AFTER = 30.0  # a child that ran this long resets the backoff
 KEEPALIVE = 30  # ServerAliveInterval: a dead path is noticed within ~3 intervals
@@ -125,12 +124,14 @@ def build_argv(
     raise ValueError(f"unknown ssh client {client!r}")
 
 
-class TunnelSupervisor:
+class TunnelSupervisor(ChildProcess):
     """One reverse tunnel: start, watch, restart with backoff, expire.
 
     States: ``disabled`` (mode disabled), ``idle`` (on_demand, not requested), ``running``,
     ``backoff`` (waiting to restart), ``stopped``.
     """
+
+    name = "ssh"
 
     def __init__(
         self,
@@ -149,27 +150,22 @@ class TunnelSupervisor:
     ) -> None:
         if settings.mode != "disabled" and not settings.host_key:
             raise ValueError("tunnel.host_key is required when the tunnel is enabled")
+        super().__init__(
+            Backoff(backoff_initial, backoff_max),
+            stable_after=STABLE_AFTER,
+            clock=clock,
+            log=lambda m: log(f"tunnel: {m}"),
+        )
         self.settings = settings
         self.target = target
         self.dir = Path(state_dir)
         self.client = client or detect_client()
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self._clock = clock
+        self.name = self.client
         self._wall = wall_clock
-        self._log = log
         self._env = extra_env or {}
         # e.g. ("ip", "netns", "exec", NS) in the lab; it must exec, so the pid stays ssh's.
         self._prefix = list(command_prefix)
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._pidfd: int | None = None
-        self._started_at: float | None = None
-        self._restart_at: float | None = None
         self._expires_at: float | None = None
-        self._delay = backoff_initial
-        self._wanted = False
-        self.restarts = 0
-        self.last_exit: str | None = None
         self.state = "disabled" if settings.mode == "disabled" else "idle"
 
     # -- files -------------------------------------------------------------------------
@@ -202,8 +198,7 @@ class TunnelSupervisor:
     def start(self) -> None:
         """Begin supervising; ``always`` starts the tunnel now, ``on_demand`` waits."""
         if self.settings.mode == "always":
-            self._wanted = True
-            self._spawn()
+            super().start()
 
     def open(self, hours: float | None = None) -> None:
         """On demand: run the tunnel until ``hours`` (default ``expiry_hours``) from now."""
@@ -212,18 +207,15 @@ class TunnelSupervisor:
         if self.settings.mode == "on_demand":
             span = (hours if hours is not None else self.settings.expiry_hours) * 3600.0
             self._expires_at = self._clock() + span
-        self._wanted = True
-        if self._proc is None:
-            self._delay = self.backoff_initial
-            self._spawn()
+        if self.proc is None:
+            self.backoff.reset()
+            self.restart_at = None
+        super().start()
 
     def close(self, reason: str = "closed") -> None:
         """Stop the tunnel; an ``always`` tunnel stays down until ``open``/``start``."""
-        self._wanted = False
         self._expires_at = None
-        self._restart_at = None
-        self._kill()
-        self.last_exit = reason
+        self.halt(reason)
         self.state = "idle" if self.settings.mode != "disabled" else "disabled"
 
     def stop(self) -> None:
@@ -231,47 +223,23 @@ class TunnelSupervisor:
         self.close("daemon stopping")
         self.state = "stopped"
 
-    # -- event loop interface ------------------------------------------------------------
-    def fileno(self) -> int | None:
-        """A pidfd that becomes readable when the ssh child exits; None when none runs."""
-        return self._pidfd
-
-    def on_exit(self) -> None:
-        """The child exited: reap it and schedule a restart with capped backoff."""
-        proc = self._proc
-        if proc is None or proc.poll() is None:
-            return
-        code = proc.returncode
-        ran = self._clock() - (self._started_at or self._clock())
-        self._close_pidfd()
-        self._proc = None
+    # -- event interface -----------------------------------------------------------------
+    def exited(self, code: int | None, ran: float) -> None:
         self.last_exit = f"ssh exited with status {code} after {ran:.0f} s"
-        self._log(f"tunnel: {self.last_exit}")
-        if not self._wanted:
-            self.state = "idle"
-            return
-        if ran >= STABLE_AFTER:
-            self._delay = self.backoff_initial
-        delay = min(self._delay, self.backoff_max) * random.uniform(0.8, 1.0)
-        self._delay = min(self._delay * 2, self.backoff_max)
-        self._restart_at = self._clock() + delay
-        self.state = "backoff"
+        self._log(self.last_exit)
+        self.state = "backoff" if self.wanted else "idle"
 
     def next_deadline(self) -> float | None:
         """The monotonic time at which ``tick`` must run (restart or expiry), or None."""
-        times = [t for t in (self._restart_at, self._expires_at) if t is not None]
+        times = [t for t in (self.restart_at, self._expires_at) if t is not None]
         return min(times) if times else None
 
     def tick(self) -> None:
-        now = self._clock()
-        if self._expires_at is not None and now >= self._expires_at:
-            self._log("tunnel: on-demand tunnel expired")
+        if self._expires_at is not None and self._clock() >= self._expires_at:
+            self._log("on-demand tunnel expired")
             self.close("expired")
             return
-        if self._restart_at is not None and now >= self._restart_at and self._wanted:
-            self._restart_at = None
-            self.restarts += 1
-            self._spawn()
+        super().tick()
 
     # -- status ------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -283,62 +251,37 @@ class TunnelSupervisor:
             "remote_port": self.settings.remote_port,
             "restarts": self.restarts,
             "last_exit": self.last_exit,
-            "pid": self._proc.pid if self._proc else None,
+            "pid": self.proc.pid if self.proc else None,
         }
         if self._expires_at is not None:
             result["expires_in_s"] = max(0, round(self._expires_at - now))
             result["expires_at"] = round(self._wall() + (self._expires_at - now))
-        if self._restart_at is not None:
-            result["restart_in_s"] = max(0.0, round(self._restart_at - now, 1))
-        if self._started_at is not None and self._proc is not None:
-            result["up_for_s"] = round(now - self._started_at)
+        if self.restart_at is not None:
+            result["restart_in_s"] = max(0.0, round(self.restart_at - now, 1))
+        if self.started_at is not None and self.proc is not None:
+            result["up_for_s"] = round(now - self.started_at)
         return result
 
     # -- internals ---------------------------------------------------------------------
-    def _spawn(self) -> None:
+    def popen(self) -> subprocess.Popen[bytes]:
         self._write_known_hosts()
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **self._env}
         if self.client == "dropbear":
             env["HOME"] = str(self.dir / "home")
-        log_path = self.dir / "tunnel.log"
-        with open(log_path, "ab") as log:
-            try:
-                self._proc = subprocess.Popen(
-                    self.argv(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                self._proc = None
-                self.last_exit = f"cannot start {self.client}: {exc.strerror or exc}"
-                self._restart_at = self._clock() + min(self._delay, self.backoff_max)
-                self._delay = min(self._delay * 2, self.backoff_max)
-                self.state = "backoff"
-                return
-        self._pidfd = os.pidfd_open(self._proc.pid)
-        self._started_at = self._clock()
+        with open(self.dir / "tunnel.log", "ab") as log:
+            return subprocess.Popen(
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+            )
+
+    def spawn(self) -> None:
+        super().spawn()
+        if self.proc is None:
+            self.state = "backoff"
+            return
         self.state = "running"
-        self._log(f"tunnel: started {self.client} pid {self._proc.pid}")
-
-    def _close_pidfd(self) -> None:
-        if self._pidfd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._pidfd)
-            self._pidfd = None
-
-    def _kill(self) -> None:
-        proc = self._proc
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=2)
-        self._proc = None
-        self._started_at = None
-        self._close_pidfd()
+        self._log(f"started {self.client} pid {self.proc.pid}")

@@ -1,7 +1,9 @@
-"""The LAN DHCP plan, and its rendering for a dnsmasq that energyhubd supervises (plain Linux).
+"""The LAN DHCP plan: one data type, two renderers.
 
-On OpenWrt the same plan is written into UCI ``dhcp`` instead (energyhubd.openwrt.uci_dhcp),
-so both platforms hand out exactly the same pool, lease time and reservations.
+``render_dnsmasq`` (here) writes it as the configuration of the dnsmasq energyhubd supervises
+on plain Linux; ``energyhubd.openwrt.uci_dhcp.dhcp_changes`` writes the same plan as UCI
+changes of ``/etc/config/dhcp`` on OpenWrt, so both platforms hand out exactly the same pool,
+lease time and reservations.
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ class DhcpPlan:
     @property
     def netmask(self) -> str:
         return str(self.router.network.netmask)
+
+    @property
+    def pool_offset(self) -> int:
+        """The first pool address as an offset from the network address (UCI ``start``)."""
+        return int(self.start) - int(self.router.network.network_address)
+
+    @property
+    def pool_size(self) -> int:
+        """Number of pool addresses (UCI ``limit``)."""
+        return int(self.end) - int(self.start) + 1
 
 
 def build_plan(config: Config) -> DhcpPlan:

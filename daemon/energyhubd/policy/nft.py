@@ -11,50 +11,30 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from energyhubd.config.model import Config, Forward
+from energyhubd.policy import egress
+from energyhubd.policy.nftexpr import (
+    ACCEPT,
+    COUNTER,
+    DROP,
+    FAMILY,
+    PRIO_DSTNAT,
+    PRIO_FILTER,
+    PRIO_SRCNAT,
+    TABLE,
+    Json,
+    ct_state,
+    one_or_set,
+    prefix,
+)
+from energyhubd.policy.nftexpr import chain as _chain
 from energyhubd.policy.nftexpr import match as _match
 from energyhubd.policy.nftexpr import meta as _meta
 from energyhubd.policy.nftexpr import payload as _payload
+from energyhubd.policy.nftexpr import rule as _rule
 
-if TYPE_CHECKING:
-    from energyhubd.outbound.egress import EgressInputs
-
-FAMILY = "inet"
-TABLE = "energyhub"
-
-# Chain priorities relative to fw4 (which uses filter=0, dstnat=-100, srcnat=100): ours run
-# just before fw4's so our NAT decision is taken first and our drops are counted first. An
-# accept here never overrides a drop in fw4's table; both tables must agree to let a packet by.
-PRIO_FILTER = -10
-PRIO_DSTNAT = -110
-PRIO_SRCNAT = 90
-
-Json = dict[str, Any]
 Targets = Mapping[str, ipaddress.IPv4Address | None]
-
-
-def _set(values: list[Any]) -> Any:
-    """A single value stays a value: libnftables lists a one-element set that way."""
-    return values[0] if len(values) == 1 else {"set": values}
-
-
-def _addr(net: ipaddress.IPv4Network) -> Any:
-    if net.prefixlen == 32:
-        return str(net.network_address)
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
-
-
-def _ct_state(states: list[str]) -> Json:
-    if len(states) == 1:
-        return _match({"ct": {"key": "state"}}, states[0], "in")
-    return _match({"ct": {"key": "state"}}, states, "in")
-
-
-ACCEPT: Json = {"accept": None}
-DROP: Json = {"drop": None}
-COUNTER: Json = {"counter": {"packets": 0, "bytes": 0}}
 
 
 def resolve_targets(
@@ -87,40 +67,33 @@ def resolve_targets(
 
 
 def compile_ruleset(
-    config: Config, targets: Targets | None = None, egress_inputs: EgressInputs | None = None
+    config: Config,
+    targets: Targets | None = None,
+    egress_inputs: egress.EgressInputs | None = None,
 ) -> Json:
     """The whole table as one libnftables JSON document (without the replace wrapper).
 
-    ``egress.mode: allowlist`` adds the allowlist of ``outbound/egress.py``; what it learned
-    by I/O (DNS servers, broker addresses, S3 prefixes) comes in as ``egress_inputs`` data.
-    Set contents are not part of ``normalise``: the rules depend on the configuration only.
+    ``egress.mode: allowlist`` builds the allowlist of ``policy.egress`` into the table: its
+    sets and output chain right after the table object, its LAN flows where open mode has the
+    "lan to wan" accept. What it learned by I/O (DNS servers, broker addresses, S3 prefixes)
+    comes in as ``egress_inputs`` data. Set contents are not part of ``normalise``: the rules
+    depend on the configuration only.
     """
     if targets is None:
         targets = resolve_targets(config)
     lan, wan = config.lan.device, config.wan.device
+    allowlist = (
+        egress.plan_for(config, egress_inputs) if config.egress_mode == "allowlist" else None
+    )
     objects: list[Json] = [{"table": {"family": FAMILY, "name": TABLE}}]
+    if allowlist is not None:
+        objects += egress.build_egress(allowlist)
 
     def chain(name: str, kind: str, hook: str, prio: int, policy: str) -> None:
-        objects.append(
-            {
-                "chain": {
-                    "family": FAMILY,
-                    "table": TABLE,
-                    "name": name,
-                    "type": kind,
-                    "hook": hook,
-                    "prio": prio,
-                    "policy": policy,
-                }
-            }
-        )
+        objects.append(_chain(name, kind, hook, prio, policy))
 
     def rule(chain_name: str, expr: list[Json], comment: str | None = None) -> None:
-        body: Json = {"family": FAMILY, "table": TABLE, "chain": chain_name}
-        if comment:
-            body["comment"] = comment
-        body["expr"] = expr
-        objects.append({"rule": body})
+        objects.append(_rule(chain_name, expr, comment))
 
     iif_lan = _match(_meta("iifname"), lan)
     iif_wan = _match(_meta("iifname"), wan)
@@ -133,8 +106,8 @@ def compile_ruleset(
     chain("srcnat", "nat", "postrouting", PRIO_SRCNAT, "accept")
 
     # input: only what the router itself needs.
-    rule("input", [_ct_state(["established", "related"]), ACCEPT])
-    rule("input", [_ct_state(["invalid"]), DROP])
+    rule("input", [ct_state(["established", "related"]), ACCEPT])
+    rule("input", [ct_state(["invalid"]), DROP])
     rule("input", [_match(_meta("iifname"), "lo"), ACCEPT])
     rule(
         "input",
@@ -173,9 +146,12 @@ def compile_ruleset(
     rule("input", [COUNTER, DROP], "input dropped")
 
     # forward: LAN out; WAN in only through a DNAT'ed forward from an allowed source.
-    rule("forward", [_ct_state(["established", "related"]), ACCEPT])
-    rule("forward", [_ct_state(["invalid"]), DROP])
-    rule("forward", [iif_lan, oif_wan, ACCEPT], "lan to wan")
+    rule("forward", [ct_state(["established", "related"]), ACCEPT])
+    rule("forward", [ct_state(["invalid"]), DROP])
+    if allowlist is None:
+        rule("forward", [iif_lan, oif_wan, ACCEPT], "lan to wan")
+    else:
+        objects += egress.forward_rules(allowlist)
     for fwd in config.forwards:
         addr = targets.get(fwd.name)
         if addr is None:
@@ -207,16 +183,11 @@ def compile_ruleset(
         "srcnat",
         [
             oif_wan,
-            _match(_payload("ip", "saddr"), _addr(config.lan.address.network)),
+            _match(_payload("ip", "saddr"), prefix(config.lan.address.network)),
             {"masquerade": None},
         ],
         "lan masquerade",
     )
-    if config.egress_mode == "allowlist":
-        # Imported here: egress builds on this module's constants (a cycle at import time).
-        from energyhubd.outbound import egress
-
-        objects = egress.splice(objects, egress.plan_for(config, egress_inputs))
     return {"nftables": objects}
 
 
@@ -224,7 +195,7 @@ def _source_lock(fwd: Forward, family_implied: bool) -> list[Json]:
     """Match the allowed sources; an open forward still needs "IPv4 only" for its DNAT."""
     if fwd.allow_any_source:
         return [] if family_implied else [_match(_meta("nfproto"), "ipv4")]
-    return [_match(_payload("ip", "saddr"), _set([_addr(n) for n in fwd.allow_from]))]
+    return [_match(_payload("ip", "saddr"), one_or_set([prefix(n) for n in fwd.allow_from]))]
 
 
 def replace_transaction(ruleset: Json) -> Json:
@@ -272,7 +243,26 @@ def _zero_counter(expr: Json) -> Json:
     return expr
 
 
+def rule_counters(listing: Json) -> dict[str, int]:
+    """Packet counts of a listing's commented counter rules (e.g. ``input dropped``)."""
+    result: dict[str, int] = {}
+    for obj in listing.get("nftables", []):
+        rule = obj.get("rule") if isinstance(obj, dict) else None
+        if not rule or not rule.get("comment"):
+            continue
+        for expr in rule.get("expr", []):
+            if "counter" in expr:
+                packets = int(expr["counter"].get("packets", 0))
+                result[rule["comment"]] = result.get(rule["comment"], 0) + packets
+    return result
+
+
 def digest(ruleset: Json) -> str:
     """Short stable fingerprint of a ruleset's behaviour, for status and health."""
-    text = json.dumps(normalise(ruleset), sort_keys=True, separators=(",", ":"))
+    return normal_digest(normalise(ruleset))
+
+
+def normal_digest(normal: Json) -> str:
+    """``digest`` of a ruleset already in normal form."""
+    text = json.dumps(normal, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

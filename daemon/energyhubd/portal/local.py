@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from energyhubd.config.atomic import write_if_changed
 from energyhubd.config.errors import ConfigError, FieldError
 from energyhubd.config.model import Config
-from energyhubd.configfile import parse_document
+from energyhubd.configfile import load_file, parse_document
+
+log = logging.getLogger("energyhubd")
 
 DEVICE_LOCAL_KEYS = ("platform", "state_dir", "control", "portal")
 
@@ -63,3 +66,66 @@ def write_back(path: str, document: dict[str, Any]) -> bool:
     from energyhubd.openwrt import uci_document  # the UCI form, only on routers that use it
 
     return uci_document.write_back(path, document)
+
+
+class LocalConfig:
+    """The device's configuration file and its last valid content, owned by the event loop.
+
+    ``config`` is what a push is merged with and what a rollback without a confirmed push
+    returns to; it changes on a successful reload and when a push is confirmed.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.config: Config | None = None
+
+    @property
+    def document(self) -> dict[str, Any]:
+        return self.config.document if self.config is not None else {}
+
+    def load(self) -> Config:
+        """Read and check the file (built-in defaults without one); raises ConfigError."""
+        if self.path is None:
+            return parse_document({}, "built-in defaults")
+        return load_file(self.path)
+
+    def validate(self, document: dict[str, Any]) -> Config:
+        return validate_push(document, self.document)
+
+    def startup(self, local: Config, last_good: dict[str, Any] | None) -> Config:
+        """A confirmed push newer than the local file (write-back failed) wins at start."""
+        if last_good is None or not isinstance(last_good.get("version"), int):
+            return local
+        if last_good["version"] <= local.version:
+            return local
+        try:
+            return self.validate(last_good)
+        except ConfigError as exc:
+            log.error("confirmed push %s no longer valid here: %s", last_good["version"], exc)
+            return local
+
+    def restore(self, last_good: dict[str, Any] | None) -> Config:
+        """What a rollback returns to: the last confirmed push, or the local file."""
+        config = self.config
+        if last_good is not None:
+            try:
+                config = self.validate(last_good)
+            except ConfigError as exc:
+                log.error("last good push is not valid here, using the local file: %s", exc)
+        return config if config is not None else self.load()
+
+    def confirmed(self, document: dict[str, Any]) -> None:
+        """A push stood its confirm window: the local file now says what runs."""
+        merged = merge_local(document, self.document)
+        try:
+            self.config = parse_document(merged, "confirmed push")
+        except ConfigError as exc:
+            log.error("confirmed push not kept as local configuration: %s", exc)
+            return
+        if self.path is None:
+            return
+        try:
+            if write_back(self.path, merged):
+                log.info("configuration version %s written to %s", merged.get("version"), self.path)
+        except OSError as exc:
+            log.error("could not write the confirmed push to %s: %s", self.path, exc)

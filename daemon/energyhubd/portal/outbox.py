@@ -52,10 +52,6 @@ class Outbox:
                 self._items.popleft()
                 self._dropped += 1
 
-    def peek(self) -> OutMessage | None:
-        with self._lock:
-            return self._items[0] if self._items else None
-
     def pop(self) -> OutMessage | None:
         with self._lock:
             return self._items.popleft() if self._items else None

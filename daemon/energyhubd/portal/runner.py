@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from energyhubd import __version__
+from energyhubd.config.model import Config
 from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.inventory.events import Event, EventStream
 from energyhubd.loop import EventLoop, Timer
@@ -22,7 +22,6 @@ from energyhubd.portal.command import CommandError, command_id, parse_command
 from energyhubd.portal.controller import PushController
 from energyhubd.portal.health import build_health, significant
 from energyhubd.portal.link import LinkState, PortalLink
-from energyhubd.portal.push import Validate
 from energyhubd.portal.statecheck import PENDING, Quarantined
 from energyhubd.portal.store import ConfigStore
 
@@ -39,6 +38,34 @@ STATE_EVENTS = {
 HEALTH_MIN_GAP = 5.0  # a flapping WAN must not turn health reports into a stream
 
 
+class PortalHost(Protocol):
+    """The daemon as the portal sees it: the steps of a pushed configuration (validate, apply,
+    confirmed, or restore the last good one), portal commands, and the status snapshot.
+    Every call is made on the event loop, except ``status`` (any thread: it only reads the
+    last published snapshot)."""
+
+    def validate(self, document: dict[str, Any]) -> object:
+        """The push as it would run here; raises ConfigError naming the fields."""
+
+    def apply(self, document: dict[str, Any], config: object) -> None:
+        """Make a validated push the running policy; raises if the kernel refuses it."""
+
+    def restore(self, last_good: dict[str, Any] | None) -> None:
+        """Roll back whole: the last confirmed push, or the local file when there is none."""
+
+    def confirmed(self, document: dict[str, Any]) -> None:
+        """A push stood its confirm window: keep it as the local configuration."""
+
+    def command(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Run a portal command; raises on refusal."""
+
+    def status(self) -> dict[str, Any]:
+        """The last published status snapshot."""
+
+    def changed(self) -> None:
+        """Something the status shows changed: publish a new snapshot."""
+
+
 class PortalRunner:
     def __init__(
         self,
@@ -47,14 +74,7 @@ class PortalRunner:
         device_id: str,
         state_dir: str,
         events: EventStream,
-        *,
-        apply: Callable[[dict[str, Any], object], None],
-        restore: Callable[[dict[str, Any] | None], None],
-        on_confirmed: Callable[[dict[str, Any]], None],
-        validate: Validate,
-        status: Callable[[], dict[str, Any]],
-        on_change: Callable[[], None] = lambda: None,
-        command: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+        host: PortalHost,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -62,9 +82,10 @@ class PortalRunner:
         self.events = events
         self._last_reported: tuple[Any, ...] | None = None
         self._reported_unknown = False
-        self.status = status
-        self.on_change = on_change  # the daemon republishes its status snapshot
-        self.command = command  # runs a portal command on the loop; raises on refusal
+        self.host = host
+        self.status = host.status
+        self.on_change = host.changed  # the daemon republishes its status snapshot
+        self.command = host.command  # runs a portal command on the loop; raises on refusal
         self.store = ConfigStore(str(Path(state_dir) / "portal"))
         # Before the controller reads anything: bad state files are moved aside, not fatal.
         self.state_files: list[Quarantined] = self.store.check(time.time())
@@ -81,12 +102,12 @@ class PortalRunner:
             self.store,
             settings,
             device_id,
-            apply=apply,
-            restore=restore,
+            apply=host.apply,
+            restore=host.restore,
             publish_reported=self._publish_reported,
             request_round_trip=self._request_round_trip,
-            validate=validate,
-            on_confirmed=on_confirmed,
+            validate=host.validate,
+            on_confirmed=host.confirmed,
         )
         self.link = PortalLink(
             settings,
@@ -97,7 +118,7 @@ class PortalRunner:
             on_state=self._on_state,
             on_desired=self._on_desired,
             on_round_trip=self._on_round_trip,
-            on_command=self._on_command if command is not None else None,
+            on_command=self._on_command,
         )
         self._unsubscribe = events.subscribe(self._on_event)
 
@@ -181,7 +202,7 @@ class PortalRunner:
 
     def _on_command(self, payload: bytes) -> None:
         """Run one portal command and answer on ``command/result`` (never raises)."""
-        if self.command is None or self.link is None:
+        if self.link is None:
             return
         try:
             command = parse_command(payload)
@@ -269,6 +290,21 @@ class PortalRunner:
             "applied_push_version": self.controller.applied_version,
         }
 
+    def facts(self) -> dict[str, Any]:
+        """The portal part of status (``connected_since`` as epoch seconds)."""
+        return {
+            "enabled": True,
+            "broker": f"{self.settings.host}:{self.settings.port}",
+            **self.link_facts(),
+            "pending": self.controller.pending,
+            "state_files": self.state_file_status(),
+        }
+
+    def wan_up(self) -> None:
+        """The WAN gained an address: reconnect now instead of waiting out the backoff."""
+        if self.link is not None:
+            self.link.kick()
+
     def _schedule_health(self, delay: float) -> None:
         if self._health_timer is not None:
             self._health_timer.cancel()
@@ -317,3 +353,28 @@ def with_live_portal(snapshot: dict[str, Any], runner: PortalRunner | None) -> d
     if "buffered" not in portal:
         return snapshot
     return {**snapshot, "portal": {**portal, "buffered": len(runner.link.outbox)}}
+
+
+def follow(
+    current: PortalRunner | None,
+    loop: EventLoop,
+    config: Config,
+    events: EventStream,
+    host: PortalHost,
+    start: bool,
+) -> PortalRunner | None:
+    """One portal link while ``portal.enabled``; a changed portal section restarts it."""
+    settings = config.portal
+    wanted = settings.enabled
+    identity = (config.device_id, config.state_dir)
+    if current is not None:
+        if wanted and current.settings == settings and current.identity == identity:
+            return current
+        current.stop()
+        log.info("portal link stopped (configuration changed)")
+    if not wanted:
+        return None
+    runner = PortalRunner(loop, settings, *identity, events, host)
+    if start:
+        runner.start()
+    return runner

@@ -1,8 +1,10 @@
 """Build the nftables JSON for ``egress.mode: allowlist``: exactly the documented flows out.
 
 Pure: data in, libnftables JSON objects out, in the canonical form libnftables lists (see
-``policy/nft.py``). The lead adds ``build_egress(plan)`` objects to the compiled table and puts
-``forward_rules(plan)`` in place of the open "lan to wan" accept.
+``policy/nft.py``). The table compiler places ``build_egress(plan)`` (sets and the output
+chain) after the table object and ``forward_rules(plan)`` where open mode has its "lan to
+wan" accept; it builds the table that way, nothing is spliced afterwards. What the allowlist
+learns by I/O (DNS servers, broker addresses, S3 prefixes) comes in as ``EgressInputs``.
 
 Why the output chain has policy *accept* with an explicit, counted final drop scoped by the
 first rules: everything the router sends to its LAN (DHCP and DNS answers, the technician's
@@ -25,12 +27,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from energyhubd.config.model import Config
-from energyhubd.policy.nft import FAMILY, PRIO_FILTER, TABLE
+from energyhubd.policy.nftexpr import (
+    ACCEPT,
+    COUNTER,
+    DROP,
+    FAMILY,
+    PRIO_FILTER,
+    TABLE,
+    Json,
+    ct_state,
+    one_or_set,
+    rule,
+)
+from energyhubd.policy.nftexpr import chain as _chain
 from energyhubd.policy.nftexpr import match as _match
 from energyhubd.policy.nftexpr import meta as _meta
 from energyhubd.policy.nftexpr import payload as _payload
-
-Json = dict[str, Any]
+from energyhubd.policy.nftexpr import prefix as _prefix_elem
 
 SET_BROKER = "broker_v4"
 SET_S3 = "s3_v4"
@@ -64,19 +77,7 @@ class EgressPlan:
 
 
 def _one_or_set(values: Sequence[Any]) -> Any:
-    values = sorted(values)
-    return values[0] if len(values) == 1 else {"set": list(values)}
-
-
-ACCEPT: Json = {"accept": None}
-DROP: Json = {"drop": None}
-COUNTER: Json = {"counter": {"packets": 0, "bytes": 0}}
-
-
-def _prefix_elem(net: ipaddress.IPv4Network) -> Any:
-    if net.prefixlen == 32:
-        return str(net.network_address)
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+    return one_or_set(sorted(values))
 
 
 def _timed_elem(address: str, ttl: int) -> Json:
@@ -195,31 +196,13 @@ def _flow_drops(plan: EgressPlan, scope: list[Json], prefix: str) -> list[tuple[
     ]
 
 
-def _rule(chain: str, expr: list[Json], comment: str | None = None) -> Json:
-    body: Json = {"family": FAMILY, "table": TABLE, "chain": chain}
-    if comment:
-        body["comment"] = comment
-    body["expr"] = expr
-    return {"rule": body}
+_rule = rule
 
 
 def output_chain(plan: EgressPlan, chain: str = "output") -> list[Json]:
     """The router's own egress: the chain object followed by its rules."""
-    objects: list[Json] = [
-        {
-            "chain": {
-                "family": FAMILY,
-                "table": TABLE,
-                "name": chain,
-                "type": "filter",
-                "hook": "output",
-                "prio": PRIO_FILTER,
-                "policy": "accept",
-            }
-        }
-    ]
-    ct = {"ct": {"key": "state"}}
-    objects.append(_rule(chain, [_match(ct, ["established", "related"], "in"), ACCEPT]))
+    objects: list[Json] = [_chain(chain, "filter", "output", PRIO_FILTER, "accept")]
+    objects.append(_rule(chain, [ct_state(["established", "related"]), ACCEPT]))
     objects.append(
         _rule(chain, [_match(_meta("oifname"), plan.wan, "!="), ACCEPT], "egress not wan")
     )
@@ -304,23 +287,18 @@ def s3_transaction(prefixes: Sequence[ipaddress.IPv4Network]) -> Json:
     return replace_set_transaction(SET_S3, list(ipaddress.collapse_addresses(prefixes)))
 
 
-def drop_counters(listing: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    """Per-flow drop counters from a table listing: {"router": {...}, "lan": {...}}."""
+def drop_counters(counters: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """Per-flow drop counters from the table's rule counters (comment -> packets, as
+    ``policy.nft.rule_counters`` reads them): {"router": {...}, "lan": {...}}."""
     out: dict[str, dict[str, int]] = {"router": {}, "lan": {}}
-    for obj in listing.get("nftables", []):
-        rule = obj.get("rule") if isinstance(obj, dict) else None
-        if not rule:
-            continue
-        comment = rule.get("comment") or ""
+    for comment, packets in counters.items():
         if comment.startswith(FWD_DROP):
             side, flow = "lan", comment[len(FWD_DROP) :]
         elif comment.startswith(OUT_DROP):
             side, flow = "router", comment[len(OUT_DROP) :]
         else:
             continue
-        for expr in rule.get("expr", []):
-            if "counter" in expr:
-                out[side][flow] = out[side].get(flow, 0) + int(expr["counter"].get("packets", 0))
+        out[side][flow] = out[side].get(flow, 0) + packets
     return out
 
 
@@ -333,6 +311,7 @@ class EgressInputs:
 
     The daemon side (``outbound.service``) reads the WAN's DNS servers, resolves the broker
     name and parses ``ip-ranges.json``; the compiler only copies these into set elements.
+    Set contents are not part of ``policy.nft.normalise``: new inputs never replace the table.
     """
 
     dns_servers: tuple[str, ...] = ()
@@ -374,25 +353,6 @@ def plan_for(config: Config, inputs: EgressInputs | None) -> EgressPlan:
         broker_addresses=tuple(broker),
         s3_prefixes=tuple(inputs.s3_prefixes),
     )
-
-
-def splice(objects: list[Json], plan: EgressPlan) -> list[Json]:
-    """Put the allowlist into a compiled table: sets and the output chain after the table
-    object, and the LAN flows in place of the open "lan to wan" forward accept."""
-    out: list[Json] = []
-    for obj in objects:
-        rule = obj.get("rule")
-        if (
-            rule is not None
-            and rule.get("chain") == "forward"
-            and rule.get("comment") == ("lan to wan")
-        ):
-            out += forward_rules(plan)
-            continue
-        out.append(obj)
-        if "table" in obj:
-            out += build_egress(plan)
-    return out
 
 
 def sets_transaction(plan: EgressPlan) -> Json:

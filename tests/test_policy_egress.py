@@ -1,8 +1,8 @@
 """The egress allowlist: pure JSON shape, then a real kernel with real traffic.
 
-The netns tests compile the real table (``policy.nft.compile_ruleset``), swap the open
-"lan to wan" accept for ``forward_rules`` and add ``build_egress``: exactly the integration the
-daemon will do. Traffic goes only to hosts inside the test's namespaces.
+The netns tests compile the real table (``policy.nft.compile_ruleset``) with the allowlist
+built in, from a plan pointing at the test's namespaces. Traffic goes only to hosts inside the
+test's namespaces.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import pytest
 from energyhub_lab import internet
 from energyhub_lab.internet import MiniLab, connect_in, diagnose_in, nft_in, tcp_connect_in
 from energyhubd.config.load import parse_document
-from energyhubd.outbound import egress
 from energyhubd.outbound.diagnose import FLOWS
 from energyhubd.outbound.ipranges import load_ip_ranges
-from energyhubd.policy import nft
+from energyhubd.policy import egress, nft
 
 DNS = [internet.CUSTOMER_RESOLVER]
 FALLBACK = [internet.DNS_IP]
@@ -40,18 +39,38 @@ def plan(**overrides: Any) -> egress.EgressPlan:
 
 
 def ruleset(p: egress.EgressPlan) -> dict[str, Any]:
-    """The daemon's compiled table with the allowlist spliced in."""
-    config = parse_document({"wan": {"device": p.wan}, "lan": {"device": p.lan}})
-    compiled = nft.compile_ruleset(config)["nftables"]
-    objects: list[dict[str, Any]] = []
-    for obj in compiled:
-        if obj.get("rule", {}).get("comment") == "lan to wan":
-            objects += egress.forward_rules(p)
-        else:
-            objects.append(obj)
-        if "table" in obj:
-            objects += egress.build_egress(p)
-    return {"nftables": objects}
+    """The daemon's compiled table in allowlist mode, for the plan's targets and inputs."""
+    config = parse_document(
+        {
+            "wan": {"device": p.wan},
+            "lan": {"device": p.lan},
+            "egress": {"mode": "allowlist"},
+            "dns": {"fallback": []},
+            "outbound": {
+                "gateway_address": p.gateway_address,
+                "gateway_port": p.gateway_port,
+                "mqtt_ports": list(p.mqtt_ports),
+            },
+        }
+    )
+    inputs = egress.EgressInputs(p.dns_servers, p.broker_addresses, p.s3_prefixes)
+    compiled = nft.compile_ruleset(config, None, inputs)
+    assert egress.plan_for(config, inputs) == p  # the compiled table is exactly this plan's
+    return compiled
+
+
+def test_the_allowlist_is_built_into_the_table_in_place() -> None:
+    """Sets and output chain follow the table object; LAN flows stand where open mode has
+    its "lan to wan" accept, before the forwards and the final drop."""
+    objects = ruleset(plan())["nftables"]
+    expected = egress.build_egress(plan())
+    assert objects[1 : 1 + len(expected)] == expected
+    forward = [
+        o["rule"].get("comment") for o in objects if o.get("rule", {}).get("chain") == "forward"
+    ]
+    lan = [r["rule"]["comment"] for r in egress.forward_rules(plan())]
+    assert forward[2 : 2 + len(lan)] == lan
+    assert forward[-1] == "forward dropped" and "lan to wan" not in forward
 
 
 # -- pure --------------------------------------------------------------------------------
@@ -106,7 +125,7 @@ def apply(lab: MiniLab, p: egress.EgressPlan) -> None:
 
 def counters(lab: MiniLab) -> dict[str, dict[str, int]]:
     listing = json.loads(nft_in(lab.router, "list table inet energyhub"))
-    return egress.drop_counters(listing)
+    return egress.drop_counters(nft.rule_counters(listing))
 
 
 def wait_for(predicate: Any, timeout: float, message: str) -> None:

@@ -1,7 +1,9 @@
-"""Apply a compiled policy to the kernel: the order that keeps a bad config from half-applying.
+"""Bring the kernel in line with a compiled policy, in the order that never half-applies.
 
-Check first (compile + libnftables dry run), then touch addresses, then replace the table in
-one transaction. Used by both the one-shot ``energyhubd apply`` and the daemon.
+The table first (one atomic transaction through ``kernel.table.Table``: a refused ruleset
+raises before anything else is touched), then the addresses, then IPv4 forwarding, which goes
+on only once the table (forward policy drop) is in place. Used by the one-shot ``energyhubd
+apply`` and by the daemon's ``reconcile`` alike.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ from typing import Any
 
 from energyhubd.config.model import Config
 from energyhubd.kernel.netlink import LinkMissing, Netlink, ensure_ipv4_forwarding
-from energyhubd.kernel.nftables_exec import NftExecutor
-from energyhubd.outbound.egress import EgressInputs
-from energyhubd.policy import nft
+from energyhubd.kernel.table import Table
 
 log = logging.getLogger("energyhubd.policy")
 
@@ -23,28 +23,29 @@ log = logging.getLogger("energyhubd.policy")
 @dataclass
 class PolicyOutcome:
     ruleset: dict[str, Any]
-    changed: bool
+    changed: bool  # the table, an address, a route or the forwarding switch was written
     seconds: float
     digest: str
     warnings: list[str] = field(default_factory=list)
+    table_changed: bool = False
 
 
 def apply_policy(
     config: Config,
-    executor: NftExecutor,
+    ruleset: dict[str, Any],
+    table: Table,
     netlink: Netlink,
-    live_address: dict[str, str] | None = None,
-    egress_inputs: EgressInputs | None = None,
+    reason: str | None = "apply",
 ) -> PolicyOutcome:
-    """Make the kernel match ``config``. Raises NftError before changing anything if the
-    ruleset does not pass the dry run. ``egress_inputs``: see ``nft.compile_ruleset``."""
+    """Make the kernel match ``config`` and its compiled ``ruleset`` (``reason`` None: a
+    re-assert, see ``Table.reconcile``).
+
+    Raises NftError, with nothing changed, when the kernel refuses the ruleset.
+    """
     started = time.monotonic()
-    ruleset = nft.compile_ruleset(config, nft.resolve_targets(config, live_address), egress_inputs)
-    table_ok = executor.matches(ruleset)
-    if not table_ok:
-        executor.check(ruleset)
+    result = table.reconcile(ruleset, reason)
     warnings: list[str] = []
-    changed = False
+    changed = result.changed
     exclusive = config.platform == "linux"
     try:
         changed |= netlink.ensure_address(config.lan.device, config.lan.address, exclusive)
@@ -59,13 +60,9 @@ def apply_policy(
             changed |= netlink.ensure_default_route(config.wan.gateway)
         except LinkMissing:
             warnings.append(f"WAN device {config.wan.device} does not exist yet")
-    if not table_ok:
-        result = executor.apply(ruleset, force=True, checked=True)
-        changed = changed or result.changed
-    # Forwarding goes on only once the table (forward policy drop) is in place.
     changed |= ensure_ipv4_forwarding()
     for warning in warnings:
         log.warning("%s", warning)
     return PolicyOutcome(
-        ruleset, changed, time.monotonic() - started, nft.digest(ruleset), warnings
+        ruleset, changed, time.monotonic() - started, result.digest, warnings, result.changed
     )
