@@ -281,7 +281,7 @@ class DeviceRegistry:
             self._add_lease_ip(held.ip, mac)
             affected_ips.add(held.ip)
             self._classify(device)
-        diffed = set(touched) | self._awaiting
+        diffed = set(touched) | self._awaiting | self._settled_by(now)
         events = self._diff(now, default_reason="lease ended", macs=diffed)
         conflict_events, conflict_macs = self._conflict_events(now, affected_ips)
         events += conflict_events
@@ -304,7 +304,7 @@ class DeviceRegistry:
             return []  # a report without a class does not unlearn the one the client sent
         device.vendor_class = vendor_class
         self._classify(device)
-        events = self._diff(now, macs={device.mac})
+        events = self._diff(now, macs={device.mac} | self._settled_by(now))
         self._refresh_addresses({device.mac})
         return events
 
@@ -361,6 +361,10 @@ class DeviceRegistry:
         events += self._duplicate_events(now)
         self._evict()
         return events
+
+    def _settled_by(self, now: float) -> set[str]:
+        """Devices whose settle window has ended: judged by any update, as a full diff would."""
+        return {mac for mac, due in self._settling.items() if due <= now}
 
     def next_deadline(self) -> float | None:
         """When ``expire`` must run next for an alert to be on time (None: nothing waits)."""
