@@ -36,6 +36,8 @@ bench: setup
 	  done; \
 	done
 	$(PY) bench/footprint.py
+	$(PY) bench/fleet.py
+	$(PY) bench/fleet_cluster.py
 
 lab-up: setup
 	$(VENV)/bin/energyhubd lab up

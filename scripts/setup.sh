@@ -10,7 +10,8 @@ BROWSER_PACKAGES="chromium"
 
 APT_PACKAGES="nftables python3-nftables dnsmasq-base busybox udhcpc iproute2 \
 python3 python3-venv mosquitto mosquitto-clients iputils-ping openssl procps psmisc openssh-server openssh-client chrony \
-patch xz-utils cmake build-essential pkg-config libjson-c-dev python3-dev util-linux libcap2-bin"
+patch xz-utils cmake build-essential pkg-config libjson-c-dev python3-dev util-linux libcap2-bin \
+rabbitmq-server"
 
 missing=""
 for pkg in $APT_PACKAGES $BROWSER_PACKAGES; do
@@ -26,6 +27,18 @@ fi
 # mosquitto's Debian service is not ours to run; the tests start their own brokers.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
     systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+# Nor is RabbitMQ's (bench/fleet_cluster.py starts its own 2-node cluster under a temporary
+# directory with its own epmd port); a machine with SysV init gets the same. Its init script
+# is asked to stop only a node that runs: the stop goes through rabbitmqctl, whose Erlang VM
+# would otherwise start the system epmd on port 4369 and leave it running.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet rabbitmq-server 2>/dev/null; then
+    systemctl disable --now rabbitmq-server >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/rabbitmq-server ] && command -v update-rc.d >/dev/null 2>&1; then
+    if pgrep -u rabbitmq -x beam.smp >/dev/null 2>&1; then
+        /etc/init.d/rabbitmq-server stop >/dev/null 2>&1 || true
+    fi
+    update-rc.d rabbitmq-server disable >/dev/null 2>&1 || true
 fi
 
 # The official libnftables ctypes binding ships only as Debian's python3-nftables;

@@ -26,6 +26,7 @@ import trustme
 
 from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.portal.link import LinkState
+from energyhubd.portal.topics import mosquitto_acl
 
 DEVICE = "eh-test1"
 PORTAL_USER = "portal"
@@ -119,9 +120,7 @@ class Broker:
         self.log = workdir / "mosquitto.log"
         self.conf = workdir / "mosquitto.conf"
         acl = workdir / "acl"
-        acl.write_text(
-            f"user {PORTAL_USER}\ntopic readwrite energyhub/#\n\npattern readwrite energyhub/%u/#\n"
-        )
+        acl.write_text(mosquitto_acl(PORTAL_USER))
         self.conf.write_text(
             "\n".join(
                 [
@@ -329,6 +328,7 @@ def settings_for(pki: Pki, port: int, **overrides: Any) -> PortalSettings:
         "backoff_initial": 0.2,
         "backoff_max": 1.0,
         "keepalive": 10,
+        "fresh_confirm_delay": 0.5,
     }
     values.update(overrides)
     return PortalSettings(**values)

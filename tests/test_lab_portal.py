@@ -83,7 +83,7 @@ def test_kill_during_confirm_window_rolls_back_at_restart(lab: Site) -> None:
     mark = reported_count(lab)
     lab.internet.block("mqtt_tls", "drop-new")
     try:
-        lab.push(checks._with_allowed_source(lab, version, "198.51.100.40"))
+        lab.push(checks._with_path_change(lab, version, "198.51.100.40"))
         lab.wait_for(lambda: status(lab)["config"]["version"] == version, 15, "not applied")
         assert status(lab)["portal"]["config_state"] == "pending_confirm"
         pid = lab.daemon_pid()
@@ -133,9 +133,9 @@ def test_garbage_push_is_rejected_and_changes_nothing(lab: Site) -> None:
     reported = reported_since(lab, mark, "rejected", 15)
     assert reported["errors"], reported
     mark = reported_count(lab)
-    lab.push(b"x" * (70 * 1024))
+    lab.push(b"x" * (140 * 1024))
     reported = reported_since(lab, mark, "rejected", 15)
-    assert any("limit is 65536" in e["reason"] for e in reported["errors"]), reported
+    assert any("limit is 131072" in e["reason"] for e in reported["errors"]), reported
     after = status(lab)
     assert after["policy"]["digest"] == before["policy"]["digest"]
     assert after["config"]["version"] == before["config"]["version"]
@@ -166,8 +166,14 @@ def test_broker_acl_confines_a_device_to_its_own_topics(lab: Site) -> None:
     netns.ns_run(
         lab.inet, ["mosquitto_pub", *device, "-r", "-t", "energyhub/eh-other/x", "-m", "a"]
     )
-    netns.ns_run(lab.inet, ["mosquitto_pub", *device, "-t", "energyhub/eh-lab/acl", "-m", "b"])
-    lab_portal.wait_for_message(lab.portal_log, "acl", lambda v: v == "b", 10)
+    # Only the device's report leaves are writable (docs/fleet.md): not its desired state.
+    netns.ns_run(
+        lab.inet,
+        ["mosquitto_pub", *device, "-t", "energyhub/eh-lab/config/desired", "-m", "{}"],
+    )
+    netns.ns_run(lab.inet, ["mosquitto_pub", *device, "-t", "energyhub/eh-lab/events", "-m", "b"])
+    lab_portal.wait_for_message(lab.portal_log, "events", lambda v: v == "b", 10)
+    assert all(v != {} for _l, v in lab_portal.read_messages(lab.portal_log, "config/desired"))
     seen = netns.ns_run(
         lab.inet,
         [

@@ -37,6 +37,7 @@ class Harness:
         self.restored: list[dict[str, Any] | None] = []
         self.reported: list[dict[str, Any]] = []
         self.pings: list[int] = []
+        self.fresh: list[bool] = []
         self.fail_apply = False
         self.store = ConfigStore(str(state_dir))
         self.ctl = PushController(
@@ -46,11 +47,15 @@ class Harness:
             apply=self._apply,
             restore=self.restored.append,
             publish_reported=self.reported.append,
-            request_round_trip=lambda token, _fresh: self.pings.append(token),
+            request_round_trip=self._ping,
             validate=validate,
             clock=lambda: self.now,
             wall=lambda: self.now + 1e9,
         )
+
+    def _ping(self, token: int, fresh: bool) -> None:
+        self.pings.append(token)
+        self.fresh.append(fresh)
 
     def _apply(self, doc: dict[str, Any], _config: object) -> None:
         if self.fail_apply:
@@ -75,6 +80,63 @@ def test_push_confirmed_by_round_trip_becomes_last_good(tmp_path: Path) -> None:
         "version": 2,
     }
     assert h.push(version=2) == "noop"
+
+
+def _confirm(h: Harness) -> None:
+    h.now += 1
+    h.ctl.on_round_trip(h.pings[-1])
+    assert h.reported[-1]["state"] == cm.APPLIED
+
+
+def test_push_that_cannot_change_the_path_is_confirmed_on_the_live_connection(
+    tmp_path: Path,
+) -> None:
+    h = Harness(tmp_path)
+    h.ctl.startup()
+    assert h.push(version=1, lan={"a": 1}) == "apply"
+    assert h.fresh == [True]  # no known running document: cannot tell, so fresh
+    _confirm(h)
+    assert h.push(version=2, lan={"a": 2}, forwards=[1]) == "apply"
+    assert h.fresh[-1] is False  # LAN / DHCP / forwards only: the live link proves it
+    _confirm(h)
+    assert h.push(version=3, lan={"a": 2}, forwards=[1], wan={"proto": "static"}) == "apply"
+    assert h.fresh[-1] is True  # WAN may cut new connections: prove it on a fresh one
+
+
+def test_epoch_resets_versions_and_survives_a_restart(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.ctl.startup()
+    assert h.push(version=900) == "apply"
+    _confirm(h)
+    assert h.push(version=1, epoch=1) == "apply"  # the portal reset its versions
+    _confirm(h)
+    assert h.reported[-1]["epoch"] == 1 and h.reported[-1]["applied_version"] == 1
+    again = Harness(tmp_path)  # daemon restart
+    again.ctl.startup()
+    assert again.push(version=899, epoch=0) == "ignore"
+    assert again.reported[-1]["ignored"] == {
+        "epoch": 0, "version": 899, "reason": "epoch 0 is older than the applied epoch 1",
+    }  # fmt: skip
+    assert again.push(version=2, epoch=1) == "apply"
+
+
+def test_older_version_is_ignored_with_a_report(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.ctl.startup()
+    h.push(version=5)
+    _confirm(h)
+    assert h.push(version=4) == "ignore"
+    assert h.reported[-1]["state"] == cm.APPLIED
+    assert "older than applied 5" in h.reported[-1]["ignored"]["reason"]
+
+
+def test_empty_desired_document_is_no_desired_state_not_a_reject(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.ctl.startup()
+    assert h.ctl.on_desired(b"").action == "empty"
+    assert h.reported[-1]["state"] == cm.APPLIED and h.reported[-1]["errors"] == []
+    assert h.reported[-1]["desired_version"] is None
+    assert h.store.failed() is None and h.applied == []
 
 
 def test_no_round_trip_rolls_back_and_the_same_push_is_not_retried(tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ from energyhubd.portal.link import PortalLink
 from energyhubd.config.sections.portal import PortalSettings
 ca, cert, key, port = sys.argv[1:5]
 s = PortalSettings(host="localhost", port=int(port), server_name="localhost",
-                   ca_file=ca, cert_file=cert, key_file=key, keepalive=30)
+                   ca_file=ca, cert_file=cert, key_file=key, keepalive=30, will_delay=1)
 q = queue.Queue()
 def on_state(state):
     if state.connected:
@@ -172,12 +172,15 @@ def test_last_will_offline_after_sigkill(pki: Pki, broker: Broker) -> None:
         assert child.stdout is not None
         ready, _, _ = select.select([child.stdout], [], [], 20)
         assert ready and child.stdout.readline() == b"UP\n", "link child did not connect"
-        status, _ = _status(observer)
-        assert status["state"] == "online"
+        birth, _ = _status(observer)
+        assert birth["state"] == "online"
         child.send_signal(signal.SIGKILL)
         child.wait(10)
         status, retained = _status(observer)
-        assert status == {"state": "offline"}
+        # The Will names the session of the birth it ends (and the run), so the portal can
+        # tell a late Will of an older session from a real offline.
+        assert status["state"] == "offline" and status["reason"] == "lost"
+        assert (status["session"], status["run"]) == (birth["session"], birth["run"])
     finally:
         kill_quietly(child.pid)
         child.wait(5)
@@ -189,7 +192,7 @@ def test_last_will_offline_after_sigkill(pki: Pki, broker: Broker) -> None:
     late = Observer(pki, broker.port, [STATUS], client_id="late")
     try:
         status, retained = _status(late)
-        assert retained and status == {"state": "offline"}
+        assert retained and status["state"] == "offline"
     finally:
         late.close()
 
@@ -331,7 +334,8 @@ def test_events_buffered_while_broker_down_arrive_in_order_with_drops_counted(
         got = [json.loads(observer.get(EVENTS)[1]) for _ in range(6)]
     finally:
         observer.close()
-    assert got[0]["type"] == "outbox_overflow" and got[0]["data"] == {"dropped": 3}
+    assert got[0]["type"] == "outbox_overflow"
+    assert got[0]["data"] == {"dropped": 3, "dropped_total": 3}
     assert [e["data"]["i"] for e in got[1:]] == [3, 4, 5, 6, 7]  # oldest dropped, order kept
     seqs = [e["seq"] for e in got[1:]]
     assert seqs == sorted(seqs)
@@ -340,11 +344,13 @@ def test_events_buffered_while_broker_down_arrive_in_order_with_drops_counted(
 # ---- reconnect backoff -------------------------------------------------------------------
 
 
-def test_backoff_capped_and_reset_after_successful_connection(
+def test_backoff_capped_and_reset_only_after_the_connection_held(
     pki: Pki, broker: Broker, make_link: Any
 ) -> None:
-    s = settings_for(pki, broker.port, backoff_initial=0.1, backoff_max=0.4)
-    _link, daemon = make_link(s, rand=lambda: 1.0)  # jitter pinned to the top of its range
+    s = settings_for(
+        pki, broker.port, backoff_initial=0.1, backoff_max=0.4, backoff_reset_after=1.0
+    )
+    link, daemon = make_link(s, rand=lambda: 1.0)  # jitter pinned to the top of its range
     assert daemon.run_until(lambda: daemon.connected)
     broker.stop(signal.SIGKILL)
     assert daemon.run_until(lambda: len(daemon.states) >= 6)
@@ -352,6 +358,8 @@ def test_backoff_capped_and_reset_after_successful_connection(
     assert delays == [0.1, 0.2, 0.4, 0.4, 0.4]
     broker.start()
     assert daemon.run_until(lambda: daemon.connected, timeout=20)
+    assert link.backoff.attempt > 0  # a CONNACK alone does not reset it ...
+    assert daemon.run_until(lambda: link.backoff.attempt == 0, timeout=10)  # ... holding does
     mark = len(daemon.states)
     broker.stop(signal.SIGKILL)
     assert daemon.run_until(lambda: len(daemon.states) > mark)

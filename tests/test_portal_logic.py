@@ -23,6 +23,7 @@ from energyhubd.portal.backoff import Backoff
 from energyhubd.portal.outbox import Outbox, OutMessage
 from energyhubd.portal.push import (
     APPLY,
+    EMPTY,
     IGNORE,
     NOOP,
     REJECT,
@@ -126,12 +127,32 @@ def test_backoff_is_capped() -> None:
     assert max(delays) == 60.0
 
 
-def test_backoff_is_jittered_within_half_to_full_base() -> None:
+def test_backoff_full_jitter_from_floor_to_base() -> None:
     values = iter([0.0, 0.5, 0.999])
     b = Backoff(4.0, 60.0, rand=lambda: next(values))
-    assert b.next_delay() == 2.0  # base 4, random 0 -> half
-    assert b.next_delay() == 6.0  # base 8, random .5 -> 4 + 2
+    assert b.next_delay() == 0.5  # base 4, random 0 -> the floor only
+    assert b.next_delay() == 4.25  # base 8, random .5 -> 0.5 + 3.75
     assert 15.9 < b.next_delay() < 16.0  # base 16
+
+
+@given(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 80), st.floats(0.1, 300))
+def test_property_backoff_delay_within_floor_and_cap(
+    r: float, attempts: int, initial: float
+) -> None:
+    b = Backoff(initial, max(initial, 120.0), rand=lambda: r)
+    b.attempt = attempts
+    base = b.base()
+    delay = b.next_delay()
+    assert min(0.5, base) <= delay <= base <= b.cap
+
+
+def test_first_retry_of_a_fleet_is_spread_over_the_initial_window() -> None:
+    """1,000 sites losing the broker at once: no second holds more than 10 % of them."""
+    import random
+
+    rng = random.Random(7)
+    seconds = [int(Backoff(20.0, 120.0, rand=rng.random).next_delay()) for _ in range(1000)]
+    assert max(seconds.count(s) for s in set(seconds)) <= 100
 
 
 def test_backoff_reset_after_success() -> None:
@@ -222,7 +243,6 @@ def test_depth_scanner_ignores_brackets_inside_strings() -> None:
     ("payload", "needle"),
     [
         (b"<html>502 Bad Gateway</html>", "not valid JSON"),
-        (b"", "not valid JSON"),
         (b"[1, 2]", "JSON object"),
         (b"null", "JSON object"),
         (b'{"version": 1, "version": 2}', "duplicate key"),
@@ -291,7 +311,8 @@ json_values = st.recursive(
 )
 def test_property_random_documents_never_crash(doc: dict[str, Any], applied: Seen | None) -> None:
     d = decide(_push(doc), applied=applied, validate=fake_validate)
-    assert d.action in {APPLY, IGNORE, NOOP, REJECT}
+    assert d.action in {APPLY, IGNORE, NOOP, REJECT, EMPTY}
+    assert (d.action == EMPTY) == (doc == {})
     if d.action == REJECT:
         assert d.errors
 
@@ -299,7 +320,52 @@ def test_property_random_documents_never_crash(doc: dict[str, Any], applied: See
 @settings(max_examples=300)
 @given(payload=st.binary(max_size=200))
 def test_property_random_bytes_never_crash(payload: bytes) -> None:
-    assert _decide(payload, max_bytes=100).action in {APPLY, REJECT}
+    action = _decide(payload, max_bytes=100).action
+    assert action in {APPLY, REJECT, EMPTY}
+    if action == EMPTY:
+        assert not payload.strip() or payload.strip() == b"{}"
+
+
+@pytest.mark.parametrize("payload", [b"", b"  \n", b"{}"])
+def test_push_empty_document_means_no_desired_state_not_a_reject(payload: bytes) -> None:
+    d = _decide(payload)
+    assert d.action == EMPTY and not d.errors
+
+
+def test_push_epoch_resets_versions_and_lower_epoch_is_ignored_with_reason() -> None:
+    applied = Seen(1000, "x", epoch=1)
+    higher = decide(_push({"version": 1, "epoch": 2}), applied=applied, validate=fake_validate)
+    assert higher.action == APPLY and higher.epoch == 2
+    assert higher.document == {"version": 1}  # epoch is push-level, not configuration
+    lower = decide(_push({"version": 5000, "epoch": 0}), applied=applied, validate=fake_validate)
+    assert lower.action == IGNORE and "epoch 0 is older than the applied epoch 1" in lower.reason
+    older = decide(_push({"version": 999, "epoch": 1}), applied=applied, validate=fake_validate)
+    assert older.action == IGNORE and "older than applied 1000" in older.reason
+
+
+@pytest.mark.parametrize("epoch", [-1, True, "1", 1.5])
+def test_push_epoch_must_be_a_non_negative_integer(epoch: object) -> None:
+    d = _decide(_push({"version": 1, "epoch": epoch}))
+    assert d.action == REJECT and d.errors[0].path == "epoch"
+
+
+def test_confirm_machine_reports_ignored_push_with_reason() -> None:
+    m = cm.ConfirmMachine(applied_version=7, epoch=1)
+    actions = m.ignored_push(3, 1, "version 3 is older than applied 7 (replay)", 5.0)
+    assert [a.kind for a in actions] == [cm.REPORT]
+    doc = m.reported()
+    assert doc["state"] == cm.APPLIED and doc["epoch"] == 1
+    assert doc["ignored"] == {"epoch": 1, "reason": "version 3 is older than applied 7 (replay)",
+                              "version": 3}  # fmt: skip
+    m.no_desired(6.0)
+    assert "ignored" not in m.reported() and m.reported()["desired_version"] is None
+
+
+def test_confirm_machine_live_or_fresh_round_trip() -> None:
+    m = cm.ConfirmMachine()
+    assert m.applied(1, True, 0.0, 0.0, fresh=False)[0].fresh is False
+    m2 = cm.ConfirmMachine()
+    assert m2.applied(1, True, 0.0, 0.0)[0].fresh is True
 
 
 # ---- confirm state machine -------------------------------------------------------------
@@ -465,3 +531,23 @@ def test_store_kill_9_mid_write_never_leaves_torn_or_inconsistent_files(
         candidate = fresh.load_candidate()
         assert candidate is not None and candidate["version"] == marker.version
         assert marker.version >= 0
+
+
+@given(
+    applied=st.tuples(st.integers(0, 3), st.integers(0, 5)),
+    pushed=st.tuples(st.integers(0, 3), st.integers(0, 5)),
+)
+def test_property_epoch_then_version_order(
+    applied: tuple[int, int], pushed: tuple[int, int]
+) -> None:
+    """(epoch, version) is compared in that order: lower is ignored with a reason, higher is
+    applied, equal with other content is a conflict."""
+    seen = Seen(applied[1], "other-content", epoch=applied[0])
+    doc = {"version": pushed[1], "epoch": pushed[0]}
+    d = decide(_push(doc), applied=seen, validate=fake_validate)
+    if pushed < applied:
+        assert d.action == IGNORE and d.reason
+    elif pushed > applied:
+        assert d.action == APPLY and d.epoch == pushed[0]
+    else:
+        assert d.action == REJECT and d.errors[0].path == "version"

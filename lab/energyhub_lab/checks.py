@@ -310,6 +310,16 @@ def _with_allowed_source(site: Site, version: int, source: str) -> dict:
     return lab_portal.desired_document(config, version, forwards=forwards)
 
 
+def _with_path_change(site: Site, version: int, source: str) -> dict:
+    """Like ``_with_allowed_source`` but also changing something on the path to the portal
+    (a DNS fallback): only such a push is confirmed over a NEW connection; a forwards-only
+    push is confirmed over the live one (docs/mqtt.md § confirm or roll back)."""
+    doc = _with_allowed_source(site, version, source)
+    fallback = list((doc.get("dns") or {}).get("fallback") or [])
+    doc["dns"] = {**(doc.get("dns") or {}), "fallback": [*fallback, "198.51.100.53"]}
+    return doc
+
+
 def check_push_applied(site: Site) -> tuple[bool, str]:
     version = _next_version(site)
     start = time.monotonic()
@@ -321,7 +331,7 @@ def check_push_applied(site: Site) -> tuple[bool, str]:
     ok = status["config"]["version"] == version and "198.51.100.30/32" in allowed
     ok = ok and on_disk == version
     return ok, (
-        f"version {version} applied and confirmed over a fresh connection in {took:.1f} s; "
+        f"version {version} applied and confirmed over the live connection in {took:.1f} s; "
         f"modbus allow_from {allowed}; router.json now version {on_disk}"
     )
 
@@ -352,7 +362,7 @@ def check_push_rolled_back(site: Site) -> tuple[bool, str]:
     mark = len(lab_portal.read_messages(site.portal_log, "config/reported"))
     site.internet.block("mqtt_tls", "drop-new")
     try:
-        site.push(_with_allowed_source(site, version, "198.51.100.31"))
+        site.push(_with_path_change(site, version, "198.51.100.31"))
         site.wait_for(
             lambda: site.status()["config"]["version"] == version, EVENT_WAIT, "push not applied"
         )

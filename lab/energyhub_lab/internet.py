@@ -40,6 +40,7 @@ from typing import Any
 
 from energyhub_lab import netns
 from energyhub_lab.netns import LabError
+from energyhubd.portal.topics import mosquitto_acl
 
 INET_GW = "203.0.113.1"
 DNS_IP = "203.0.113.53"
@@ -49,6 +50,10 @@ S3_IP = "203.0.113.30"
 NTP_IP = "203.0.113.40"
 OTHER_IP = "203.0.113.99"
 OTHER_PORTS = (22, 80, 443, 1883, 2443, 5555, 8883)
+# The largest MQTT message the lab broker takes: the upper bound of portal.max_push_bytes.
+# With the directional ACL a device owns a fixed, small set of retained topics, so this also
+# bounds what one device can park in the broker's retained store.
+BROKER_MESSAGE_LIMIT = 1024 * 1024
 
 BROKER_NAME = "data2.ferroamp.se"
 S3_NAME = "s3.eu-central-1.amazonaws.com"
@@ -427,20 +432,20 @@ def _start_all(svc: InternetServices, root: Path, leaf: tuple[Path, Path]) -> No
     )
     svc._spawn(inet, "ntp", ["chronyd", "-d", "-x", "-u", "root", "-f", str(chrony_conf)])
     # mosquitto as the portal broker. With client certificates, the certificate's CN is the
-    # MQTT user and the ACL confines each device to its own topics; the lab's portal tools
-    # authenticate as "portal" (see ``portal_client_args``).
-    acl = ""
+    # MQTT user and the ACL (energyhubd.portal.topics.mosquitto_acl, docs/fleet.md) confines
+    # each device to its own topics BY DIRECTION; the lab's portal tools authenticate as
+    # "portal" (see ``portal_client_args``). No listener accepts anonymous clients: port 1883
+    # stays open (the router's outbound check dials it) but every CONNECT there is refused,
+    # since a plain client can present no certificate, so nothing bypasses the ACL.
+    (root / "mosquitto.acl").write_text(mosquitto_acl("portal"))
     if svc.require_client_cert:
         make_leaf(root, "portal-client", (svc.ca_file, svc.ca_file.with_suffix(".key")),
                   ["portal"], usage="clientAuth")  # fmt: skip
-        (root / "mosquitto.acl").write_text(
-            "user portal\ntopic readwrite energyhub/#\npattern readwrite energyhub/%u/#\n"
-        )
-        acl = f"acl_file {root / 'mosquitto.acl'}\n"
     mq = root / "mosquitto.conf"
     mq.write_text(
-        "per_listener_settings false\nallow_anonymous true\npersistence false\n"
-        "user root\nlog_dest stderr\n" + acl + ""
+        "per_listener_settings false\nallow_anonymous false\npersistence false\n"
+        f"user root\nlog_dest stderr\nacl_file {root / 'mosquitto.acl'}\n"
+        f"message_size_limit {BROKER_MESSAGE_LIMIT}\n"
         f"listener 1883 {BROKER_IP}\n"
         f"listener 8883 {BROKER_IP}\ncertfile {leaf[0]}\nkeyfile {leaf[1]}\n"
         "tls_version tlsv1.2\n"
@@ -451,6 +456,12 @@ def _start_all(svc: InternetServices, root: Path, leaf: tuple[Path, Path]) -> No
         )
     )
     svc._spawn(inet, "broker", ["mosquitto", "-c", str(mq)])
+    if svc.require_client_cert:
+        # The portal's side of the desired-state protocol (energyhub_lab.portal).
+        _wait_tcp(inet, BROKER_IP, 8883, "mosquitto")
+        (root / "desired").mkdir(exist_ok=True)
+        standin = [svc.python, "-m", "energyhub_lab.portal", str(root), str(root / "desired")]
+        svc._spawn(inet, "portal-standin", standin)
     # sshd as the service gateway.
     os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory
     sshd_conf = root / "sshd_config"

@@ -47,12 +47,18 @@ class ConfirmMachine:
     errors: list[FieldError] = field(default_factory=list)
     last_change_wall: float | None = None
     desired_version: int | None = None
+    epoch: int = 0  # of the applied (or pending) document
+    ignored: dict[str, Any] | None = None  # the last push ignored, with the reason
     _previous_applied: int | None = None
 
-    def applied(self, version: int, confirm: bool, now: float, wall: float) -> list[Action]:
-        """A candidate was saved and applied to the system."""
+    def applied(
+        self, version: int, confirm: bool, now: float, wall: float, fresh: bool = True
+    ) -> list[Action]:
+        """A candidate was saved and applied to the system. ``fresh``: the change can alter
+        the path to the portal, so the round trip must use a NEW connection."""
         self.desired_version = version
         self.errors = []
+        self.ignored = None
         self.last_change_wall = wall
         if not confirm:
             self._settle(version)
@@ -61,7 +67,7 @@ class ConfirmMachine:
         self.pending_version = version
         self.deadline = now + self.window
         self.token += 1
-        return [Action(CHECK_LINK, version, self.token, fresh=True), Action(REPORT, version)]
+        return [Action(CHECK_LINK, version, self.token, fresh=fresh), Action(REPORT, version)]
 
     def link_round_trip_ok(self, now: float, wall: float, token: int | None = None) -> list[Action]:
         """A round trip to the broker completed; only one started after the apply counts."""
@@ -99,6 +105,24 @@ class ConfirmMachine:
         ]
         return [Action(ROLLBACK, version), Action(REPORT, version)]
 
+    def ignored_push(
+        self, version: int | None, epoch: int, reason: str, wall: float
+    ) -> list[Action]:
+        """An older (or lower-epoch) push was not applied: the portal is told why."""
+        self.ignored = {"version": version, "epoch": epoch, "reason": reason}
+        self.last_change_wall = wall
+        return [Action(REPORT, version)]
+
+    def no_desired(self, wall: float) -> list[Action]:
+        """The portal has no desired state for us (empty document): not an error."""
+        self.desired_version = None
+        self.ignored = None
+        self.last_change_wall = wall
+        if self.state != PENDING_CONFIRM:
+            self.state = APPLIED
+            self.errors = []
+        return [Action(REPORT, None)]
+
     def rejected(self, version: int | None, errors: list[FieldError], wall: float) -> list[Action]:
         """A push failed validation; the running config is untouched."""
         if self.state == PENDING_CONFIRM:
@@ -106,6 +130,7 @@ class ConfirmMachine:
             return [Action(REPORT, version)]
         self.state = REJECTED
         self.desired_version = version
+        self.ignored = None
         self.errors = list(errors)
         self.last_change_wall = wall
         return [Action(REPORT, version)]
@@ -136,10 +161,13 @@ class ConfirmMachine:
         doc: dict[str, Any] = {
             "applied_version": self.applied_version,
             "desired_version": self.desired_version,
+            "epoch": self.epoch,
             "state": self.state,
             "errors": [e.as_dict() for e in self.errors],
             "updated": None if self.last_change_wall is None else round(self.last_change_wall, 3),
         }
+        if self.ignored is not None:
+            doc["ignored"] = dict(self.ignored)
         if self.state == PENDING_CONFIRM:
             doc["pending_version"] = self.pending_version
             if wall_deadline is not None:

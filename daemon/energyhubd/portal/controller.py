@@ -21,10 +21,26 @@ from energyhubd.config.sections.portal import PortalSettings
 
 from . import confirm as cm
 from .link import LinkState
-from .push import APPLY, IGNORE, NOOP, REJECT, Decision, Seen, Validate, decide, digest_of
+from .push import APPLY, EMPTY, IGNORE, NOOP, REJECT, Decision, Seen, Validate, decide, digest_of
+from .session import EpochFile
 from .store import ConfigStore, PendingMarker
 
 log = logging.getLogger(__name__)
+
+# Top-level keys whose change cannot alter how the router reaches the portal: such a push is
+# confirmed over the live connection. Any other difference (wan, dns, egress, outbound, ntp,
+# ...) may break NEW connections while the old flow survives in conntrack, so it is verified
+# over a fresh connection (see PortalLink.request_round_trip).
+PATH_NEUTRAL_KEYS = frozenset({"schema", "version", "device_id", "lan", "forwards"})
+
+
+def path_may_change(candidate: dict[str, Any], running: dict[str, Any] | None) -> bool:
+    """True unless ``candidate`` differs from ``running`` only in path-neutral keys. Without a
+    known running document (first push after the local file) we cannot tell: True."""
+    if running is None:
+        return True
+    keys = (set(candidate) | set(running)) - PATH_NEUTRAL_KEYS
+    return any(candidate.get(k) != running.get(k) for k in keys)
 
 
 class PushController:
@@ -56,13 +72,17 @@ class PushController:
         self._on_confirmed = on_confirmed
         self._clock = clock
         self._wall = wall
+        self.epochs = EpochFile(store.state_dir)
         last_good = store.last_good_or_none()  # bad files were moved aside at start
         self.applied: Seen | None = None
         if last_good is not None:
-            self.applied = Seen(int(last_good.get("version", 0)), digest_of(last_good))
+            self.applied = Seen(
+                int(last_good.get("version", 0)), digest_of(last_good), self.epochs.load()
+            )
         self.machine = cm.ConfirmMachine(
             window=settings.confirm_window,
             applied_version=None if self.applied is None else self.applied.version,
+            epoch=0 if self.applied is None else self.applied.epoch,
         )
         restore_reported(self.machine, store.load_reported())
         self._candidate: Seen | None = None
@@ -93,7 +113,7 @@ class PushController:
             version = int(candidate.get("version", -1))
             marker = PendingMarker(version=version, deadline=marker.deadline)
         if candidate is not None and version >= 0:
-            self._candidate = Seen(version, digest_of(candidate))
+            self._candidate = Seen(version, digest_of(candidate), self.machine.epoch)
         self._run(self.machine.recovered_after_restart(marker.version, self._wall()))
         return True
 
@@ -104,10 +124,11 @@ class PushController:
             self._deferred = payload
             return Decision("defer", reason="a previous push awaits confirmation")
         failed = self.store.failed()
+        failed_seen = None if failed is None else Seen(*failed, self.epochs.load("failed"))
         decision = decide(
             payload,
             applied=self.applied,
-            failed=None if failed is None else Seen(*failed),
+            failed=failed_seen,
             device_id=self.device_id,
             max_bytes=self.settings.max_push_bytes,
             max_depth=self.settings.max_push_depth,
@@ -116,18 +137,26 @@ class PushController:
         log.info("push %s: %s (%s)", decision.version, decision.action, decision.reason)
         if decision.action == NOOP:
             self._report()
+        elif decision.action == EMPTY:
+            self._run(self.machine.no_desired(self._wall()))
         elif (
             decision.action == IGNORE
-            and failed is not None
-            and decision.version == failed[0]
+            and failed_seen is not None
+            and (decision.version, decision.epoch) == (failed_seen.version, failed_seen.epoch)
             and self.machine.desired_version != decision.version
         ):
             # E.g. after a restart: tell the portal why its desired version is not running.
             error = FieldError("version", decision.reason)
             self._run(self.machine.rejected(decision.version, [error], self._wall()))
+        elif decision.action == IGNORE:
+            self._run(
+                self.machine.ignored_push(
+                    decision.version, decision.epoch, decision.reason, self._wall()
+                )
+            )
         elif decision.action == REJECT:
             if decision.version is not None and decision.digest is not None:
-                self._record_failed(Seen(decision.version, decision.digest))
+                self._record_failed(Seen(decision.version, decision.digest, decision.epoch))
             self._run(self.machine.rejected(decision.version, list(decision.errors), self._wall()))
         elif decision.action == APPLY:
             self._apply_decision(decision)
@@ -138,6 +167,8 @@ class PushController:
         assert decision.digest is not None
         wall = self._wall()
         deadline = wall + self.settings.confirm_window if decision.confirm else None
+        running = self.store.last_good_or_none()
+        fresh = path_may_change(decision.document, running)
         try:
             self.store.save_candidate(decision.document, deadline or wall)
         except OSError as exc:
@@ -148,7 +179,7 @@ class PushController:
             self._run(self.machine.rejected(decision.version, [FieldError("", reason)], wall))
             return
         self._wall_deadline = deadline
-        self._candidate = Seen(decision.version, decision.digest)
+        self._candidate = Seen(decision.version, decision.digest, decision.epoch)
         try:
             self._apply(decision.document, decision.config)
         except Exception as exc:
@@ -158,7 +189,9 @@ class PushController:
             self._run(self.machine.rejected(decision.version, [error], self._wall()))
             return
         self._run(
-            self.machine.applied(decision.version, decision.confirm, self._clock(), self._wall())
+            self.machine.applied(
+                decision.version, decision.confirm, self._clock(), self._wall(), fresh=fresh
+            )
         )
 
     def on_round_trip(self, token: int) -> None:
@@ -189,6 +222,7 @@ class PushController:
 
     def _record_failed(self, seen: Seen) -> None:
         try:
+            self.epochs.save("failed", seen.epoch)
             self.store.record_failed(seen.version, seen.digest)
         except OSError as exc:  # a copy also goes into reported.json when there is room
             log.error("could not record failed version %s: %s", seen.version, exc)
@@ -226,6 +260,9 @@ class PushController:
                     self._wall_deadline = None
                     self.machine.storage_failed(reason)
                     continue
+                if self._candidate is not None:
+                    self.epochs.save("applied", self._candidate.epoch)
+                    self.machine.epoch = self._candidate.epoch
                 self.applied = self._candidate
                 self._candidate = None
                 self._wall_deadline = None

@@ -1,30 +1,38 @@
 """The MQTT link to the Ferroamp portal (paho-mqtt 1.6.1 and 2.x, TLS 1.2+, mutual certs).
 
-Threading contract: the link runs ONE thread of its own that owns the paho client. That thread
-never touches daemon state: every received message, connection change and round-trip result
-is handed over as a zero-argument callable through ``post`` (the daemon's event loop runs it).
-The daemon thread only calls the ``publish_*`` / ``request_round_trip`` / ``kick`` / ``stop``
-methods, which put work in thread-safe slots and wake the link thread through a pipe; they never
-call paho, so no paho lock is ever taken from two threads (paho 1.6 calls ``on_publish`` with its
-own message lock held, which deadlocks a naive cross-thread publish).
+Threading contract: the link runs ONE thread of its own that owns the paho client and the
+link's session-counter file (``session.SessionCounter``). That thread never touches daemon
+state: every received message, connection change and round-trip result is handed over as a
+zero-argument callable through ``post`` (the daemon's event loop runs it). The daemon thread
+only calls the ``publish_*`` / ``request_round_trip`` / ``kick`` / ``stop`` methods, which put
+work in thread-safe slots and wake the link thread through a pipe; they never call paho, so no
+paho lock is ever taken from two threads (paho 1.6 calls ``on_publish`` with its own message
+lock held, which deadlocks a naive cross-thread publish).
 
-Reconnects are driven here, not by paho (paho's reconnect delay has no jitter): see
-:mod:`energyhubd.portal.backoff` for the formula.
+Fleet rules built in (docs/fleet.md): reconnects are driven here with full-jitter backoff that
+resets only after a connection HELD ``backoff_reset_after`` seconds (see ``backoff``); every
+connection asks the portal for its desired state (``config/get``) instead of relying on a
+cluster-wide retained store; a confirm that needs a fresh connection waits a jittered delay
+first; a broker that kicks us right after connecting, again and again, is another site with
+our identity and is reported as ``identity_conflict`` once a connection holds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import os
-import select
+import random
+import secrets
+import selectors
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -33,7 +41,16 @@ from energyhubd.config.sections.portal import PortalSettings
 
 from .backoff import Backoff
 from .outbox import Outbox, OutMessage
-from .topics import Topics, dumps, event_payload, health_payload, status_payload
+from .session import SessionCounter
+from .topics import (
+    Topics,
+    birth_payload,
+    death_payload,
+    desired_request_payload,
+    dumps,
+    event_payload,
+    health_payload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +59,16 @@ Post = Callable[[Callable[[], None]], None]
 MAX_INFLIGHT = 20  # QoS 1 messages handed to paho but not yet acknowledged
 STOP_FLUSH_SECONDS = 2.0
 RECONNECT_TO_VERIFY = "reconnecting to verify a new configuration"
-
+IDENTITY_CONFLICT = "identity_conflict"
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason: another client connected with our id
+UNSUPPORTED_PROTOCOL = (0x01, 0x84)  # CONNACK: 3.1.1 "unacceptable version" / 5 "unsupported"
+SHORT_SESSIONS_FOR_CONFLICT = 3  # consecutive broker-closed sessions that did not hold
 
 IDLE_WAIT_MAX = 30.0  # seconds the link thread sleeps at most on a quiet connection
+# No answer to config/get (the portal was restarting, a cluster lost it): ask again after
+# this, doubling up to DESIRED_RETRY_MAX, so a site is never left without its desired state.
+DESIRED_RETRY = 30.0
+DESIRED_RETRY_MAX = 960.0
 KEEPALIVE_SLACK = 0.05  # wake this much after paho's keepalive deadline, never before it
 
 
@@ -55,7 +79,9 @@ class LinkState:
     connected: bool
     reason: str = ""
     retry_in: float | None = None  # seconds until the next attempt (when not connected)
-    dropped: int = 0  # outbox messages lost to overflow, reported once
+    dropped: int = 0  # events lost to the bounded queue, reported once
+    session: int | None = None  # the session number of the birth (when connected)
+    at: float = field(default_factory=time.monotonic)  # when it happened, on the link thread
 
 
 class _PinnedNameContext(ssl.SSLContext):
@@ -91,10 +117,25 @@ def _rc_value(rc: object) -> int:
         return -1
 
 
-def _new_client(settings: PortalSettings, client_id: str) -> mqtt.Client:
+def connect_failure(exc: BaseException, host: str, port: int) -> str:
+    """Name the stage a connection attempt failed in (DNS, TCP, TLS handshake)."""
+    if isinstance(exc, socket.gaierror):
+        return f"DNS: cannot resolve {host}: {exc.strerror or exc}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS handshake: broker certificate refused: {exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake: {exc.reason or exc} ({exc})"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return f"TCP: connect to {host}:{port} timed out"
+    if isinstance(exc, OSError):
+        return f"TCP: connect to {host}:{port}: {exc.strerror or exc}"
+    return f"connect: {type(exc).__name__}: {exc}"
+
+
+def _new_client(client_id: str, version: str) -> mqtt.Client:
     """Create a paho client on either major version."""
     kwargs: dict[str, Any] = {"client_id": client_id}
-    if settings.mqtt_version == "5":
+    if version == "5":
         kwargs["protocol"] = mqtt.MQTTv5
     else:
         kwargs["protocol"] = mqtt.MQTTv311
@@ -105,14 +146,26 @@ def _new_client(settings: PortalSettings, client_id: str) -> mqtt.Client:
     return mqtt.Client(**kwargs)
 
 
+def _properties(packet: str, **values: Any) -> Any:
+    """MQTT 5 properties (same module path on paho 1.6 and 2.x)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(getattr(PacketTypes, packet))
+    for name, value in values.items():
+        setattr(props, name, value)
+    return props
+
+
 class PortalLink:
     """Owns the MQTT connection; see the module docstring for the threading contract.
 
     Callbacks (all run by the daemon through ``post``):
       ``on_state(LinkState)``, ``on_desired(payload: bytes)``, ``on_round_trip(token: int)``,
       ``on_command(payload: bytes)``.
-    ``applied_version`` is called on the link thread at each connect; it must only read an
-    immutable snapshot (e.g. return an int attribute), never walk daemon structures.
+    ``applied_version`` (and ``applied_epoch``) are called on the link thread at each
+    connect; they must only read an immutable snapshot (e.g. an int attribute).
+    ``state_dir``: where the session counter persists (``None``: in memory only).
     """
 
     def __init__(
@@ -123,12 +176,14 @@ class PortalLink:
         *,
         software_version: str,
         applied_version: Callable[[], int | None],
+        applied_epoch: Callable[[], int | None] | None = None,
         on_state: Callable[[LinkState], None] | None = None,
         on_desired: Callable[[bytes], None] | None = None,
         on_round_trip: Callable[[int], None] | None = None,
         on_command: Callable[[bytes], None] | None = None,
         rand: Callable[[], float] | None = None,
         tls_context: Callable[[PortalSettings], ssl.SSLContext] = make_tls_context,
+        state_dir: str | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics(device_id)
@@ -136,24 +191,27 @@ class PortalLink:
         self._post = post
         self._software = software_version
         self._applied_version = applied_version
+        self._applied_epoch = applied_epoch
         self._on_state = on_state
         self._on_desired = on_desired
         self._on_round_trip = on_round_trip
         self._on_command = on_command
         self._tls_context = tls_context
-        self.backoff = (
-            Backoff(settings.backoff_initial, settings.backoff_max, rand)
-            if rand is not None
-            else Backoff(settings.backoff_initial, settings.backoff_max)
-        )
-        self.outbox = Outbox(settings.queue_size)
+        self._rand = rand or random.random
+        self.backoff = Backoff(settings.backoff_initial, settings.backoff_max, self._rand)
+        self.outbox = Outbox(settings.queue_size)  # events and command results
+        self.run_id = secrets.token_hex(4)  # beside every seq: which daemon run counted it
+        self.sessions = SessionCounter(state_dir)
         self._event_seq = itertools.count(1)
         self._health_seq = itertools.count(1)
         self._slot_lock = threading.Lock()
         self._reported: bytes | None = None  # config/reported waiting to be sent
         self._reported_last: bytes | None = None  # re-sent on each connect (retained anyway)
+        self._health: bytes | None = None  # latest health waiting to be sent (latest only)
+        self._health_last: bytes | None = None  # re-sent by a portal "resync"
         self._ping_token: int | None = None
         self._ping_fresh = False  # the ping must travel on a connection made after the request
+        self._fresh_at = 0.0  # monotonic time the fresh reconnect may start (jittered)
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -161,12 +219,27 @@ class PortalLink:
         os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
         self._connected = False
+        self.dropped_total = 0
         # link-thread-only state
         self._inflight: dict[int, OutMessage] = {}
         self._ping_mid: tuple[int, int] | None = None  # (mid, token)
         self._session_ok = False
+        self._session_number = 0
+        self._connected_at = 0.0
+        self._held = False  # the current connection has lasted backoff_reset_after
         self._reconnect_requested = False
         self._refused = ""
+        self._taken_over = False
+        self._sub_mid: int | None = None
+        self._want_desired = False  # send config/get (after the SUBACK)
+        self._desired_due: float | None = None  # ask again then, unless an answer came
+        self._desired_wait = DESIRED_RETRY
+        self._resync: list[Any] = []  # ids of resync commands to answer
+        self._short_sessions = 0
+        self._takeovers = 0
+        self._protocol = settings.mqtt_version  # may fall back to 3.1.1 (broker refused 5)
+        self._fallback = ""
+        self._selector: selectors.BaseSelector | None = None
 
     # ---- daemon-thread API -------------------------------------------------------------
 
@@ -174,6 +247,11 @@ class PortalLink:
     def connected(self) -> bool:
         """Last known state (a plain bool read; informative only)."""
         return self._connected
+
+    @property
+    def protocol(self) -> str:
+        """The MQTT version in use ("5", or "3.1.1" also after a fallback)."""
+        return self._protocol
 
     def start(self) -> None:
         if self._thread is not None:
@@ -202,15 +280,17 @@ class PortalLink:
         self._wake()
 
     def publish_event(self, kind: str, data: dict[str, Any] | None = None) -> None:
-        """QoS 1 event; queued in the bounded outbox, sent oldest first."""
-        payload = event_payload(next(self._event_seq), kind, data)
+        """QoS 1 event; queued in the bounded event queue, sent oldest first."""
+        payload = event_payload(next(self._event_seq), kind, data, run=self.run_id)
         self.outbox.put(OutMessage(self.topics.events, payload, qos=1))
         self._wake()
 
     def publish_health(self, data: dict[str, Any]) -> None:
-        """Health report (QoS 0); queued like events while the link is down."""
-        payload = health_payload(next(self._health_seq), data)
-        self.outbox.put(OutMessage(self.topics.health, payload, qos=0))
+        """Health report (QoS 0). Latest only: while offline a newer report replaces the
+        older one, so long outages never push events out of their queue."""
+        payload = health_payload(next(self._health_seq), data, run=self.run_id)
+        with self._slot_lock:
+            self._health = self._health_last = payload
         self._wake()
 
     def publish_command_result(self, doc: dict[str, Any]) -> None:
@@ -227,16 +307,21 @@ class PortalLink:
     def request_round_trip(self, token: int, fresh: bool = True) -> None:
         """Publish a QoS 1 ping; ``on_round_trip(token)`` is posted when the broker acks it.
 
-        ``fresh=True`` (use it right after applying a configuration) first drops the current
-        connection and dials again, so the proof covers a NEW connection: an established TCP
-        flow can survive a firewall or routing change that blocks every new one (conntrack),
-        and confirming over it would lock the site out at the next reconnect. While
-        disconnected the request waits for the next connection; only the latest token is kept.
-        No answer means no confirm, which is exactly what the confirm window needs.
+        ``fresh=True`` (a change that can alter the path to the portal) proves it over a NEW
+        connection: an established TCP flow can survive a firewall or routing change that
+        blocks every new one (conntrack), and confirming over it would lock the site out at
+        the next reconnect. The link first waits a random delay up to
+        ``min(fresh_confirm_delay, confirm_window / 4)`` so a push to a whole fleet does not
+        make it reconnect in one second. ``fresh=False`` pings over the live connection.
+        While disconnected the request waits for the next connection (which is new anyway);
+        only the latest token is kept. No answer means no confirm, as the window needs.
         """
+        s = self.settings
+        spread = max(0.0, min(s.fresh_confirm_delay, s.confirm_window / 4))
         with self._slot_lock:
             self._ping_token = token
             self._ping_fresh = fresh
+            self._fresh_at = time.monotonic() + self._rand() * spread
         self._wake()
 
     # ---- link thread ----------------------------------------------------------------------
@@ -262,25 +347,59 @@ class PortalLink:
             self._emit(lambda: callback(state))
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                reason = self._session()
-            except Exception as exc:  # a bug here must not silently end the portal link
-                log.exception("portal link session failed")
-                self._connected = False
-                reason = f"internal error: {type(exc).__name__}: {exc}"
-            if self._stop.is_set():
-                break
-            if reason == RECONNECT_TO_VERIFY:
-                self._emit_state(LinkState(False, reason, retry_in=0.0))
-                continue
-            delay = self.backoff.next_delay()
-            self._emit_state(LinkState(False, reason, retry_in=delay))
-            log.info("portal link down (%s); retry in %.1f s", reason, delay)
-            self._sleep(delay)
+        # poll: no descriptor limit and, unlike epoll, no descriptor of its own per link.
+        poll = getattr(selectors, "PollSelector", None)
+        self._selector = poll() if poll is not None else selectors.DefaultSelector()
+        try:
+            while not self._stop.is_set():
+                try:
+                    reason = self._session()
+                except Exception as exc:  # a bug here must not silently end the portal link
+                    log.exception("portal link session failed")
+                    self._connected = False
+                    reason = f"internal error: {type(exc).__name__}: {exc}"
+                if self._stop.is_set():
+                    break
+                if reason == RECONNECT_TO_VERIFY:
+                    self._emit_state(LinkState(False, reason, retry_in=0.0))
+                    continue
+                delay = self.backoff.next_delay()
+                self._emit_state(LinkState(False, reason, retry_in=delay))
+                log.info("portal link down (%s); retry in %.1f s", reason, delay)
+                self._sleep(delay)
+        finally:
+            self._selector.close()
+
+    def _wait(self, sock: Any, write: bool, timeout: float) -> tuple[bool, bool]:
+        """Wait for the socket (and always the wake pipe); returns (readable, writable).
+        ``selectors`` (poll), not ``select.select``: a fleet test runs thousands of links in
+        one process, far above select's 1024-descriptor limit."""
+        sel = self._selector
+        assert sel is not None
+        registered = [self._wake_r]
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        fd = -1
+        if sock is not None:
+            fd = sock.fileno()
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if write else 0)
+            sel.register(fd, events)
+            registered.append(fd)
+        readable = writable = False
+        try:
+            for key, mask in sel.select(max(0.0, timeout)):
+                if key.fd == self._wake_r:
+                    self._drain_wake()
+                elif key.fd == fd:
+                    readable = bool(mask & selectors.EVENT_READ)
+                    writable = bool(mask & selectors.EVENT_WRITE)
+        finally:
+            for each in registered:
+                with contextlib.suppress(KeyError, ValueError):
+                    sel.unregister(each)
+        return readable, writable
 
     def _sleep(self, delay: float) -> None:
-        """Wait ``delay`` seconds unless stopped or kicked; publishes only wake the select."""
+        """Wait ``delay`` seconds unless stopped or kicked; publishes only wake the wait."""
         deadline = time.monotonic() + delay
         while not self._stop.is_set():
             if self._kick.is_set():
@@ -291,31 +410,90 @@ class PortalLink:
             if left <= 0:
                 return
             with contextlib.suppress(OSError, ValueError):
-                select.select([self._wake_r], [], [], left)
-            self._drain_wake()
+                self._wait(None, False, left)
 
     def _session(self) -> str:
         """One connection attempt and, if it succeeds, its whole life. Returns why it ended."""
         self._session_ok = False
+        self._held = False
         self._reconnect_requested = False
         self._refused = ""
+        self._taken_over = False
         self._inflight = {}
         self._ping_mid = None
+        self._sub_mid = None
+        self._want_desired = False
+        self._desired_due = None
+        self._desired_wait = DESIRED_RETRY
+        protocol = self._protocol
         try:
-            client = self._connect()
+            client = self._connect(protocol)
         except (OSError, ValueError, ssl.SSLError) as exc:
-            return f"connect failed: {exc}"
+            return connect_failure(exc, self.settings.host, self.settings.port)
         try:
             reason = self._serve(client)
         except (OSError, ValueError, ssl.SSLError) as exc:
             reason = f"connection lost: {exc}"
         finally:
             self._end_session(client)
-        if not self._session_ok and not self._refused and reason != "stopped":
-            # With TLS 1.3 the broker verifies our certificate after our side of the handshake
-            # has finished, so a refused client certificate shows up as an early close.
-            reason = f"closed by broker before CONNACK (client certificate refused?): {reason}"
+        if self._session_ok:
+            self._after_session(reason)
+        elif reason != "stopped":
+            reason = self._before_connack(reason, protocol)
         return reason
+
+    def _before_connack(self, reason: str, protocol: str) -> str:
+        """Name a failure after the transport was up but before CONNACK; fall back to MQTT
+        3.1.1 when the broker refused (or silently dropped) our MQTT 5 CONNECT."""
+        # Only a refusal or a close BY THE BROKER counts: a CONNACK timeout of a busy broker
+        # must not downgrade a site to 3.1.1 (and lose the Will Delay) for the whole run.
+        closed = reason.startswith(("read failed", "socket closed"))
+        refused_v5 = protocol == "5" and (
+            any(f"({code})" in self._refused for code in UNSUPPORTED_PROTOCOL)
+            or (closed and not self._refused)
+        )
+        if refused_v5 and self.settings.mqtt_version == "5":
+            self._protocol = "3.1.1"
+            self._fallback = reason
+            return f"{reason}; trying MQTT 3.1.1 next (the broker may not speak MQTT 5)"
+        if protocol == "3.1.1" and self._fallback:
+            # 3.1.1 fails the same way: the version was not the problem, go back to 5.
+            self._protocol, self._fallback = self.settings.mqtt_version, ""
+        if self._refused:
+            return reason
+        if self.settings.tls:
+            return (
+                f"no CONNACK: {reason} after the TLS handshake (with TLS 1.3 a client "
+                "certificate the broker refuses shows here, see the broker's log)"
+            )
+        return f"no CONNACK: {reason} after CONNECT"
+
+    def _after_session(self, reason: str) -> None:
+        """Backoff and identity-conflict bookkeeping for a session that had its CONNACK."""
+        if self._held or reason in (RECONNECT_TO_VERIFY, "stopped"):
+            return
+        # Ended before the connection held: the backoff is not reset. Closed BY THE BROKER
+        # (not a keepalive timeout of a flapping WAN) several times in a row, or MQTT 5
+        # "session taken over", means another site uses our identity.
+        if not (self._taken_over or reason.startswith(("read failed", "session taken over"))):
+            return
+        self._short_sessions += 1
+        if self._taken_over:
+            self._takeovers += 1
+
+    def _check_held(self) -> None:
+        """Once a connection has lasted ``backoff_reset_after``: reset the backoff and report a
+        twin identity seen before (now that the report can get through)."""
+        if self._held or time.monotonic() - self._connected_at < self.settings.backoff_reset_after:
+            return
+        self._held = True
+        self.backoff.reset()
+        if self._takeovers or self._short_sessions >= SHORT_SESSIONS_FOR_CONFLICT:
+            data = {"takeovers": self._takeovers, "short_sessions": self._short_sessions}
+            log.warning("portal link: another client uses our identity? %s", data)
+            self.publish_event(IDENTITY_CONFLICT, data)
+            self._emit_state(LinkState(True, IDENTITY_CONFLICT, session=self._session_number))
+        self._short_sessions = self._takeovers = 0
 
     def _end_session(self, client: mqtt.Client) -> None:
         # A retained report is never requeued behind newer ones: the slot re-sends the latest.
@@ -353,19 +531,29 @@ class PortalLink:
             if sock is not None:
                 sock.close()
 
-    def _connect(self) -> mqtt.Client:
+    def _connect(self, protocol: str) -> mqtt.Client:
         s = self.settings
-        client = _new_client(s, self.client_id)
-        client.will_set(
-            self.topics.status, status_payload(False, self._software, None), qos=1, retain=True
-        )
+        client = _new_client(self.client_id, protocol)
+        self._connected_at = time.monotonic()
+        will = death_payload(self.sessions.next, self.run_id, "lost")
+        if protocol == "5" and s.will_delay > 0:
+            # The broker waits will_delay before announcing us offline, and drops the Will if
+            # we are back by then: a takeover or a short blip shows no false offline. The
+            # session must outlive the delay for that (MQTT 5 §3.1.3.2.2).
+            props = _properties("WILLMESSAGE", WillDelayInterval=s.will_delay)
+            client.will_set(self.topics.status, will, qos=1, retain=True, properties=props)
+        else:
+            client.will_set(self.topics.status, will, qos=1, retain=True)
         if s.tls:
             client.tls_set_context(self._tls_context(s))
         client.on_connect = self._cb_connect
         client.on_message = self._cb_message
         client.on_publish = self._cb_publish
-        if s.mqtt_version == "5":
-            client.connect(s.host, s.port, s.keepalive, clean_start=True)
+        client.on_subscribe = self._cb_subscribe
+        client.on_disconnect = self._cb_disconnect
+        if protocol == "5":
+            props = _properties("CONNECT", SessionExpiryInterval=s.will_delay)
+            client.connect(s.host, s.port, s.keepalive, clean_start=True, properties=props)
         else:
             client.connect(s.host, s.port, s.keepalive)
         return client
@@ -377,17 +565,13 @@ class PortalLink:
             if self._refused:
                 return self._refused
             if not self._session_ok and time.monotonic() > connack_deadline:
-                return "no CONNACK from broker"
+                return "no CONNACK within the keepalive"
             if self._stop.is_set():
                 if stop_deadline is None:
                     stop_deadline = time.monotonic() + STOP_FLUSH_SECONDS
                     if self._session_ok:
-                        client.publish(
-                            self.topics.status,
-                            status_payload(False, self._software, None),
-                            qos=1,
-                            retain=True,
-                        )
+                        death = death_payload(self._session_number, self.run_id, "stopped")
+                        client.publish(self.topics.status, death, qos=1, retain=True)
                     else:
                         return "stopped"
                 if not client.want_write() or time.monotonic() > stop_deadline:
@@ -396,6 +580,7 @@ class PortalLink:
             if self._kick.is_set():
                 self._kick.clear()  # already connected: nothing to hurry
             if self._session_ok and not self._stop.is_set():
+                self._check_held()
                 self._pump(client)
                 if self._reconnect_requested:
                     client.disconnect()
@@ -408,26 +593,23 @@ class PortalLink:
                 readable = True
                 writable = client.want_write()
             else:
-                fd = sock.fileno()
-                wait = self._idle_wait(client)
-                rlist, wlist, _ = select.select(
-                    [fd, self._wake_r], [fd] if client.want_write() else [], [], wait
-                )
-                readable = fd in rlist
-                writable = fd in wlist
-                if self._wake_r in rlist:
-                    self._drain_wake()
+                readable, writable = self._wait(sock, client.want_write(), self._idle_wait(client))
             if readable:
                 rc = client.loop_read()
                 if rc != mqtt.MQTT_ERR_SUCCESS:
-                    return self._refused or f"read failed: {mqtt.error_string(rc)}"
+                    return self._refused or self._lost(f"read failed: {mqtt.error_string(rc)}")
             if writable:
                 rc = client.loop_write()
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     return f"write failed: {mqtt.error_string(rc)}"
             rc = client.loop_misc()
             if rc != mqtt.MQTT_ERR_SUCCESS:
-                return self._refused or f"keepalive: {mqtt.error_string(rc)}"
+                return self._refused or self._lost(f"keepalive: {mqtt.error_string(rc)}")
+
+    def _lost(self, reason: str) -> str:
+        if self._taken_over:
+            return "session taken over by another client with our identity"
+        return reason
 
     def _idle_wait(self, client: mqtt.Client | None = None) -> float:
         """How long the link thread may sleep with nothing to read, write or send.
@@ -436,36 +618,63 @@ class PortalLink:
         to serve paho's keepalive bookkeeping (``loop_misc``): sleep until paho's own
         deadline (a keepalive after the last packet out or in, read from the client as
         paho 1.6 and 2.x keep it), so an idle link wakes once per keepalive to send the
-        PINGREQ and once for the PINGRESP. Should that bookkeeping not be readable, a
-        quarter of the keepalive. Before CONNACK and while stopping it stays short, for the
-        deadlines checked in ``_serve``.
+        PINGREQ and once for the PINGRESP; should that bookkeeping not be readable, a quarter
+        of the keepalive. Earlier for the backoff-reset moment, a ``config/get`` retry and a
+        jittered fresh-connection confirm. Before CONNACK and while stopping it stays short,
+        for the deadlines checked in ``_serve``.
         """
         if not self._session_ok or self._stop.is_set():
             return 1.0
+        now = time.monotonic()
         keepalive = float(self.settings.keepalive)
         due = _keepalive_due(client, keepalive)
         if due is None:
-            return min(IDLE_WAIT_MAX, max(1.0, keepalive / 4))
-        return min(keepalive, max(0.0, due - time.monotonic())) + KEEPALIVE_SLACK
-
-    def _pump(self, client: mqtt.Client) -> None:
-        """Send slots then the outbox, oldest first, at most MAX_INFLIGHT unacknowledged."""
+            wait = min(IDLE_WAIT_MAX, max(1.0, keepalive / 4))
+        else:
+            wait = min(keepalive, max(0.0, due - now)) + KEEPALIVE_SLACK
+        if not self._held:
+            wait = min(wait, self._connected_at + self.settings.backoff_reset_after - now)
+        if self._desired_due is not None:
+            wait = min(wait, self._desired_due - now)
         with self._slot_lock:
             if self._ping_fresh:
-                self._ping_fresh = False
-                self._reconnect_requested = True
-                return
+                wait = min(wait, self._fresh_at - now)
+        return max(0.05, wait)
+
+    def _pump(self, client: mqtt.Client) -> None:
+        """Send slots then the event queue, oldest first, at most MAX_INFLIGHT unacknowledged."""
+        with self._slot_lock:
+            if self._ping_fresh:
+                if time.monotonic() >= self._fresh_at:
+                    self._ping_fresh = False
+                    self._reconnect_requested = True
+                    return
+                token = None  # keep it for the fresh connection
+            else:
+                token, self._ping_token = self._ping_token, None
             reported, self._reported = self._reported, None
-            token, self._ping_token = self._ping_token, None
+            health, self._health = self._health, None
         if reported is not None:
             self._send(client, OutMessage(self.topics.reported, reported, qos=1, retain=True))
+        if health is not None:
+            self._send(client, OutMessage(self.topics.health, health, qos=0))
         if token is not None:
             info = client.publish(self.topics.ping, dumps({"token": token}), qos=1)
             self._ping_mid = (info.mid, token)
+        if self._desired_due is not None and time.monotonic() >= self._desired_due:
+            self._want_desired = True
+            self._desired_wait = min(DESIRED_RETRY_MAX, self._desired_wait * 2)
+        if self._want_desired:
+            self._want_desired = False
+            self._request_desired(client)
+        if self._resync:
+            self._do_resync(client)
         dropped = self.outbox.take_dropped()
         if dropped:
-            self._emit_state(LinkState(True, "outbox overflow", dropped=dropped))
-            notice = event_payload(next(self._event_seq), "outbox_overflow", {"dropped": dropped})
+            self.dropped_total += dropped
+            self._emit_state(LinkState(True, "events dropped", dropped=dropped))
+            data = {"dropped": dropped, "dropped_total": self.dropped_total}
+            notice = event_payload(next(self._event_seq), "outbox_overflow", data, run=self.run_id)
             self._send(client, OutMessage(self.topics.events, notice, qos=1))
         while len(self._inflight) < MAX_INFLIGHT:
             message = self.outbox.pop()
@@ -483,46 +692,102 @@ class PortalLink:
             self._inflight[info.mid] = message
         return True
 
-    # paho callbacks: *args because the signatures differ between 1.6 (v3/v5) and 2.x.
-
-    def _cb_connect(self, client: mqtt.Client, _userdata: object, *args: Any) -> None:
-        rc = _rc_value(args[1]) if len(args) >= 2 else -1
-        if rc != 0:
-            self._refused = f"broker refused connection: {args[1]}"
-            return
-        self._session_ok = True
-        self.backoff.reset()
-        with self._slot_lock:
-            if self._reported is None:
-                self._reported = self._reported_last
-            self._ping_fresh = False  # this connection is newer than any pending request
+    def _birth(self, client: mqtt.Client) -> None:
         try:
             applied = self._applied_version()
         except Exception:
             log.exception("applied_version callback failed")
             applied = None
-        client.publish(
-            self.topics.status,
-            status_payload(True, self._software, applied),
-            qos=1,
-            retain=True,
+        birth = birth_payload(self._session_number, self.run_id, self._software, applied)
+        client.publish(self.topics.status, birth, qos=1, retain=True)
+
+    def _request_desired(self, client: mqtt.Client) -> None:
+        """Ask the portal for the desired state (docs/mqtt.md ``config/get``). The answer comes
+        on ``config/desired`` (MQTT 5: named as Response Topic, with Correlation Data)."""
+        correlation = secrets.token_hex(8)
+        # Jittered so the retries of a fleet that lost its portal do not line up.
+        self._desired_due = time.monotonic() + self._desired_wait * (0.5 + self._rand() / 2)
+        try:
+            applied = self._applied_version()
+            epoch = self._applied_epoch() if self._applied_epoch is not None else None
+        except Exception:
+            log.exception("applied version callback failed")
+            applied = epoch = None
+        payload = desired_request_payload(
+            self._session_number, self.run_id, applied, epoch, correlation
         )
-        # The portal keeps config/desired retained, so every (re)subscribe delivers the full
-        # desired document: nothing pushed while we were offline is lost (AWS shadow lesson).
-        client.subscribe(self.topics.desired, qos=1)
-        if self._on_command is not None:
-            client.subscribe(self.topics.command, qos=1)
-        self._emit_state(LinkState(True, "connected"))
+        if self._protocol == "5":
+            props = _properties(
+                "PUBLISH",
+                ResponseTopic=self.topics.desired,
+                CorrelationData=correlation.encode(),
+            )
+            client.publish(self.topics.desired_get, payload, qos=1, properties=props)
+        else:
+            client.publish(self.topics.desired_get, payload, qos=1)
+
+    def _do_resync(self, client: mqtt.Client) -> None:
+        """Portal ``resync``: republish birth, reported and health, and ask for desired."""
+        ids, self._resync = self._resync, []
+        self._birth(client)
+        with self._slot_lock:
+            reported, health = self._reported_last, self._health_last
+        if reported is not None:
+            self._send(client, OutMessage(self.topics.reported, reported, qos=1, retain=True))
+        if health is not None:
+            self._send(client, OutMessage(self.topics.health, health, qos=0))
+        self._request_desired(client)
+        for ident in ids:
+            answer = {"id": ident, "ok": True, "result": {"resync": "sent"}}
+            self._send(client, OutMessage(self.topics.command_result, dumps(answer), qos=1))
+
+    # paho callbacks: *args because the signatures differ between 1.6 (v3/v5) and 2.x.
+
+    def _cb_connect(self, client: mqtt.Client, _userdata: object, *args: Any) -> None:
+        rc = _rc_value(args[1]) if len(args) >= 2 else -1
+        if rc != 0:
+            # paho 1.6 on 3.1.1 passes a bare int: name it; ReasonCode objects name themselves.
+            text = args[1] if hasattr(args[1], "value") else mqtt.connack_string(rc)
+            self._refused = f"CONNACK refused: {text} ({rc})"
+            return
+        self._session_ok = True
+        self._connected_at = time.monotonic()
+        self._session_number = self.sessions.commit()
+        with self._slot_lock:
+            if self._reported is None:
+                self._reported = self._reported_last
+            self._ping_fresh = False  # this connection is newer than any pending request
+        self._birth(client)
+        # The desired state is ASKED FOR once the subscription stands (the SUBACK); a
+        # retained copy may also arrive and is only a cache (docs/fleet.md).
+        result, mid = client.subscribe([(self.topics.desired, 1), (self.topics.command, 1)])
+        self._sub_mid = mid if result == mqtt.MQTT_ERR_SUCCESS else None
+        self._emit_state(LinkState(True, "connected", session=self._session_number))
+
+    def _cb_subscribe(self, _client: mqtt.Client, _userdata: object, mid: int, *_a: Any) -> None:
+        if mid == self._sub_mid:
+            self._want_desired = True
+            self._wake()
+
+    def _cb_disconnect(self, _client: mqtt.Client, _userdata: object, *args: Any) -> None:
+        if any(_rc_value(a) == SESSION_TAKEN_OVER for a in args if not isinstance(a, dict)):
+            self._taken_over = True
 
     def _cb_message(self, _client: mqtt.Client, _userdata: object, msg: Any) -> None:
         if msg.topic == self.topics.desired and self._on_desired is not None:
+            self._desired_due = None  # answered (or pushed): no need to ask again
             payload = bytes(msg.payload)
             callback = self._on_desired
             self._emit(lambda: callback(payload))
-        elif msg.topic == self.topics.command and self._on_command is not None:
+        elif msg.topic == self.topics.command:
             payload = bytes(msg.payload)
-            on_command = self._on_command
-            self._emit(lambda: on_command(payload))
+            resync = _resync_id(payload)
+            if resync is not None:
+                self._resync.append(resync[0])
+                self._wake()
+            elif self._on_command is not None:
+                on_command = self._on_command
+                self._emit(lambda: on_command(payload))
 
     def _cb_publish(self, _client: mqtt.Client, _userdata: object, mid: int, *rest: Any) -> None:
         # paho 2.x passes the PUBACK reason code; >= 0x80 (e.g. not authorized) is a failure.
@@ -537,6 +802,19 @@ class PortalLink:
             callback = self._on_round_trip
             if callback is not None:
                 self._emit(lambda: callback(token))
+
+
+def _resync_id(payload: bytes) -> tuple[Any] | None:
+    """``(id,)`` when the command is ``{"method": "resync"}``, handled by the link itself."""
+    if len(payload) > 4096:
+        return None
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if isinstance(doc, dict) and doc.get("method") == "resync":
+        return (doc.get("id"),)
+    return None
 
 
 def _keepalive_due(client: object, keepalive: float) -> float | None:

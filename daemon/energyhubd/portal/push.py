@@ -26,6 +26,7 @@ from .topics import dumps
 log = logging.getLogger(__name__)
 
 IGNORE = "ignore"
+EMPTY = "empty"  # no desired state: the portal has nothing for this device (not an error)
 NOOP = "noop"
 REJECT = "reject"
 APPLY = "apply"
@@ -39,6 +40,7 @@ class Seen:
 
     version: int
     digest: str
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,9 @@ class Decision:
 
     action: str
     version: int | None = None
+    epoch: int = 0
     errors: tuple[FieldError, ...] = ()
-    document: dict[str, Any] | None = None  # without the push-level "confirm" key
+    document: dict[str, Any] | None = None  # without the push-level "confirm"/"epoch" keys
     confirm: bool = True
     reason: str = ""
     digest: str | None = None
@@ -131,23 +134,36 @@ def decide(
     applied: Seen | None,
     failed: Seen | None = None,
     device_id: str | None = None,
-    max_bytes: int = 65536,
+    max_bytes: int = 131072,
     max_depth: int = 32,
     validate: Validate | None = None,
 ) -> Decision:
-    """Classify one push as ignore / noop / reject / apply (never raises on bad input)."""
+    """Classify one push as empty / ignore / noop / reject / apply (never raises on bad input).
+
+    Order is (``epoch``, ``version``): a higher epoch (set by the portal, default 0) starts a
+    new version sequence, so the portal can reset versions (e.g. after restoring its
+    database); a lower epoch, or an older version in the same epoch, is ignored with a reason.
+    """
+    if not payload.strip():
+        return Decision(EMPTY, reason="no desired state")
     obj, error = parse_push(payload, max_bytes, max_depth)
     if error is not None:
         return Decision(REJECT, errors=(error,), reason="unreadable push")
+    if obj == {}:
+        return Decision(EMPTY, reason="no desired state")
     if not isinstance(obj, dict):
         err = FieldError("", f"push must be a JSON object, not {type(obj).__name__}")
         return Decision(REJECT, errors=(err,), reason="unreadable push")
     document = dict(obj)
     confirm = document.pop("confirm", True)
+    epoch = document.pop("epoch", 0)
     version = document.get("version")
     errors: list[FieldError] = []
     if not isinstance(confirm, bool):
         errors.append(FieldError("confirm", "must be true or false"))
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        errors.append(FieldError("epoch", "must be an integer >= 0"))
+        epoch = 0
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         errors.append(FieldError("version", "a pushed document needs an integer version >= 0"))
     if errors:
@@ -155,8 +171,16 @@ def decide(
         return Decision(REJECT, version=vers, errors=tuple(errors), reason="bad push envelope")
     assert isinstance(version, int) and isinstance(confirm, bool)
     digest = digest_of(document)
-    common: dict[str, Any] = {"version": version, "confirm": confirm, "digest": digest}
-    if applied is not None:
+    common: dict[str, Any] = {
+        "version": version,
+        "epoch": epoch,
+        "confirm": confirm,
+        "digest": digest,
+    }
+    if applied is not None and epoch < applied.epoch:
+        reason = f"epoch {epoch} is older than the applied epoch {applied.epoch}"
+        return Decision(IGNORE, reason=reason, **common)
+    if applied is not None and epoch == applied.epoch:
         if version < applied.version:
             reason = f"version {version} is older than applied {applied.version} (replay)"
             return Decision(IGNORE, reason=reason, **common)
@@ -167,7 +191,7 @@ def decide(
                 "version", f"{version} is already applied with different content; use a new version"
             )
             return Decision(REJECT, errors=(err,), reason="version conflict", **common)
-    if failed is not None and version == failed.version:
+    if failed is not None and version == failed.version and epoch == failed.epoch:
         if digest == failed.digest:
             reason = f"version {version} already failed here; push a new version"
             return Decision(IGNORE, reason=reason, **common)

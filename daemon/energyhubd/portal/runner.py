@@ -115,10 +115,12 @@ class PortalRunner:
             loop.post,
             software_version=__version__,
             applied_version=self._running_version,
+            applied_epoch=self._applied_epoch,
             on_state=self._on_state,
             on_desired=self._on_desired,
             on_round_trip=self._on_round_trip,
             on_command=self._on_command,
+            state_dir=str(Path(state_dir) / "portal"),
         )
         self._unsubscribe = events.subscribe(self._on_event)
 
@@ -132,6 +134,10 @@ class PortalRunner:
             return pushed
         version = (self.status().get("config") or {}).get("version")
         return version if isinstance(version, int) else None
+
+    def _applied_epoch(self) -> int:
+        """Called from the MQTT thread: a plain int read."""
+        return self.controller.machine.epoch
 
     # -- life cycle -----------------------------------------------------------------------
     def recover(self) -> bool:
@@ -174,12 +180,16 @@ class PortalRunner:
     # -- link callbacks (on the loop) ---------------------------------------------------
     def _on_state(self, state: LinkState) -> None:
         if state.connected:
+            # Also "events dropped" / "identity_conflict" notices arrive as connected states;
+            # only the first one of a connection starts it.
             if self.connected_since is None:
                 self.reconnects += 1 if self.last_reason != "starting" else 0
-            self.connected_since = time.time()
-            log.info("portal link up (%s)", state.reason)
-            if time.monotonic() - self._last_health >= HEALTH_MIN_GAP:
-                self.send_health()  # the portal sees the site's state at once, not in 5 min
+                self.connected_since = time.time()
+                log.info("portal link up (%s)", state.reason)
+                if time.monotonic() - self._last_health >= HEALTH_MIN_GAP:
+                    self.send_health()  # the portal sees the site's state at once
+            elif state.reason == "identity_conflict":
+                log.warning("portal link: another site uses this device's identity")
         else:
             if self.connected_since is not None:
                 log.warning("portal link down: %s", state.reason)
@@ -286,6 +296,8 @@ class PortalRunner:
             "last_reason": self.last_reason,
             "buffered": len(outbox) if outbox is not None else 0,
             "dropped": self.dropped,
+            "session": self.link.sessions.last if self.link is not None else None,
+            "protocol": self.link.protocol if self.link is not None else None,
             "config_state": self.controller.machine.state,
             "applied_push_version": self.controller.applied_version,
         }
