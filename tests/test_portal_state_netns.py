@@ -10,6 +10,7 @@ table is never touched, and the mount disappears with the daemon.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from energyhub_lab import internet, netns
 from energyhub_lab import portal as lab_portal
 from energyhub_lab.internet import MiniLab
 from energyhubd.control.client import ControlError, call
+from tests.conftest import unique
 
 pytestmark = pytest.mark.netns
 
@@ -62,6 +64,20 @@ def tail(path: Path, lines: int = 40) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+@pytest.fixture(scope="module")
+def minilab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniLab]:
+    """A MiniLab whose broker takes the router's certificate as its identity (per-device ACL)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    prefix = unique("ehS")
+    mini = MiniLab(prefix, tmp_path_factory.mktemp(prefix), require_client_cert=True)
+    try:
+        mini.up()
+        yield mini
+    finally:
+        mini.down()
 
 
 @pytest.fixture(scope="module")
