@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 setup:
 	sh scripts/setup.sh
 
+# PREFIX=name picks the lab's namespace prefix; by default the first free of eh, eh2, ...
 demo: setup
-	$(VENV)/bin/energyhubd lab check
+	$(VENV)/bin/energyhubd lab check --prefix $(or $(PREFIX),auto)
 
 test: setup
 	sh scripts/test.sh

@@ -167,7 +167,11 @@ class Inventory:
         while not predicate():
             left = deadline - time.monotonic()
             assert left > 0, f"timed out; events: {[e.as_dict() for e in self.events]}"
-            ready, _, _ = select.select([self.watch.fileno()], [], [], left)
+            due = self.registry.next_deadline()
+            wait = left if due is None else max(0.0, min(left, due - time.time()))
+            ready, _, _ = select.select([self.watch.fileno()], [], [], wait)
+            if due is not None and time.time() >= due:  # the settle window ended
+                self.events += self.registry.expire(time.time())
             if ready and self.watch.drain():
                 time.sleep(0.1)  # let the writer finish (dnsmasq truncates, then writes)
                 self.watch.drain()

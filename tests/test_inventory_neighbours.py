@@ -116,8 +116,13 @@ def test_traffic_makes_reachable_and_a_silent_device_fails(lab: Lab) -> None:
         update = wait_for(watcher, lambda u: u.state == "reachable", seen)
         assert (update.ip, update.mac) == (DEVICE_IP, lab.device_mac)
         assert update.ifindex == watcher.ifindex
-        events = [e.kind for u in seen for e in registry.apply_neighbour(u, time.time())]
-        assert events == ["device_joined", "unknown_device"]
+        now = time.time()
+        events = [e.kind for u in seen for e in registry.apply_neighbour(u, now)]
+        assert events == ["device_joined"]
+        # Not identified once the settle window is over: a stranger.
+        due = registry.next_deadline()
+        assert due is not None
+        assert [e.kind for e in registry.expire(due)] == ["unknown_device"]
         assert registry.address_of(lab.device_mac) == DEVICE_IP
 
         (entry,) = watcher.dump()

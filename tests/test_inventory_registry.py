@@ -13,7 +13,15 @@ from energyhubd.inventory.classify import classify
 from energyhubd.inventory.events import Event
 from energyhubd.inventory.leases import Lease, LeaseSnapshot, parse_leases
 from energyhubd.inventory.neighbour import NeighbourUpdate
-from energyhubd.inventory.registry import CONFLICT_REPEAT_S, DeviceRegistry
+from energyhubd.inventory.registry import (
+    CONFLICT_REPEAT_S,
+    HOOK_WAIT_S,
+    LEASE_GRACE_S,
+    LEASE_WAIT_S,
+    POOL_REPEAT_S,
+    UNKNOWN_SETTLE_S,
+    DeviceRegistry,
+)
 
 DISPLAY_MAC = "02:00:5e:10:00:01"
 STRANGER = "de:ad:be:ef:00:01"
@@ -85,8 +93,13 @@ def test_unknown_device_reported_once_per_mac() -> None:
     registry.apply_leases(full, T0)
     with_stranger = snap(*full.leases, lease(STRANGER, "192.168.254.220", "laptop"))
     events = registry.apply_leases(with_stranger, T0 + 10)
-    assert kinds(events) == ["device_joined", "unknown_device"]
-    assert events[1].severity == "warning" and events[1].data["hostname"] == "laptop"
+    assert kinds(events) == ["device_joined"]  # what identifies a unit may still come
+    assert registry.summary()["identifying"] == 1
+    assert registry.next_deadline() == T0 + 10 + UNKNOWN_SETTLE_S
+    events = registry.expire(T0 + 10 + UNKNOWN_SETTLE_S)
+    assert kinds(events) == ["unknown_device"]
+    assert events[0].severity == "warning" and events[0].data["hostname"] == "laptop"
+    assert registry.next_deadline() is None
     assert registry.summary()["unknown"]["devices"][0]["mac"] == STRANGER
     # Renewal: same lease with a later expiry -> nothing new.
     renewed = snap(*full.leases, lease(STRANGER, "192.168.254.220", "laptop", T0 + 2 * DAY))
@@ -120,7 +133,8 @@ def test_lease_gone_means_left_and_address_is_withdrawn() -> None:
     events = registry.apply_leases(
         snap(*full.leases[1:], lease(STRANGER, "192.168.254.200", "display")), T0 + 120
     )
-    assert kinds(events) == ["device_joined", "unknown_device"]
+    assert kinds(events) == ["device_joined"]
+    assert kinds(registry.expire(T0 + 120 + UNKNOWN_SETTLE_S)) == ["unknown_device"]
     assert registry.address_of(DISPLAY_MAC) is None
     assert registry.address_of_reservation("display") is None
 
@@ -164,7 +178,8 @@ def test_static_stranger_seen_only_in_neighbour_table() -> None:
     registry, full = site()
     registry.apply_leases(full, T0)
     events = registry.apply_neighbour(NeighbourUpdate("192.168.254.50", STRANGER, "reachable"), T0)
-    assert kinds(events) == ["device_joined", "unknown_device"]
+    assert kinds(events) == ["device_joined"]
+    assert kinds(registry.expire(T0 + UNKNOWN_SETTLE_S)) == ["unknown_device"]
     events = registry.apply_neighbour(
         NeighbourUpdate("192.168.254.50", None, "unknown", deleted=True), T0 + 60
     )
@@ -260,7 +275,8 @@ def test_parsed_hostile_file_feeds_the_registry() -> None:
         b"0 de:ad:be:ef:00:02 192.168.254.240 $(reboot)\xff *\n"
     )
     registry, _ = site()
-    events = registry.apply_leases(parse_leases(data), T0)
+    registry.apply_leases(parse_leases(data), T0)
+    events = registry.expire(T0 + UNKNOWN_SETTLE_S)
     unknown = next(e for e in events if e.kind == "unknown_device")
     assert "$" not in unknown.data["name"] and "\\xff" in unknown.data["name"]
 
@@ -326,10 +342,11 @@ def test_torn_read_changes_nothing() -> None:
 def test_static_squatter_on_display_address_is_not_the_display() -> None:
     registry = DeviceRegistry(SETTINGS, [("display", None, "192.168.254.200")], None)
     events = registry.apply_neighbour(NeighbourUpdate("192.168.254.200", STRANGER, "reachable"), T0)
-    assert kinds(events) == ["device_joined", "unknown_device"]
+    assert kinds(events) == ["device_joined"]
+    assert kinds(registry.expire(T0 + UNKNOWN_SETTLE_S)) == ["unknown_device"]
     assert not registry.summary()["display"]["present"]
     # The real display gets the reserved address from dnsmasq (matched by lease address).
-    registry.apply_leases(snap(lease(DISPLAY_MAC, "192.168.254.200", None)), T0 + 1)
+    registry.apply_leases(snap(lease(DISPLAY_MAC, "192.168.254.200", None)), T0 + 11)
     assert registry.summary()["display"]["mac"] == DISPLAY_MAC
 
 
@@ -390,8 +407,11 @@ def test_event_invariants_hold_for_any_history(steps: list[tuple[str, object]]) 
                 assert mac in present
                 present.discard(mac)
             elif event.kind == "unknown_device":
-                assert mac not in unknown_reported  # once per MAC, ever
+                assert mac not in unknown_reported  # once per MAC until withdrawn
                 unknown_reported.add(mac)
+            elif event.kind == "unknown_device_cleared":
+                assert mac in unknown_reported
+                unknown_reported.discard(mac)
             elif event.kind == "device_changed":
                 assert mac in present and event.data["changes"]
         listed = {d["mac"] for d in registry.devices() if d["present"]}
@@ -466,9 +486,162 @@ def test_static_address_squatting_in_the_pool_is_unknown_after_the_grace() -> No
     ip = "192.168.254.230"
     assert registry.apply_neighbour(NeighbourUpdate(ip, STRANGER, "reachable"), T0) == []
     assert registry.expire(T0 + 1) == []
-    events = registry.expire(T0 + 6)
-    assert kinds(events) == ["device_joined", "unknown_device"]
-    assert events[1].data["mac"] == STRANGER
+    assert registry.next_deadline() == T0 + LEASE_GRACE_S
+    assert kinds(registry.expire(T0 + 6)) == ["device_joined"]
+    # No lease in the pool: most likely a client mid-DHCP under load; it may still identify.
+    assert registry.next_deadline() == T0 + LEASE_WAIT_S
+    assert registry.expire(T0 + 20) == []
+    events = registry.expire(T0 + LEASE_WAIT_S)
+    assert kinds(events) == ["unknown_device"]
+    assert events[0].data["mac"] == STRANGER
+
+
+def test_unit_whose_lease_comes_late_under_load_is_never_alerted() -> None:
+    """Power-up under load: offer at 0 s, lease (with the host name) at 13.35 s."""
+    registry, _full = site()
+    mac, ip = "02:00:5e:30:00:31", "192.168.254.231"
+    assert registry.apply_neighbour(NeighbourUpdate(ip, mac, "reachable"), T0) == []
+    assert kinds(registry.expire(T0 + LEASE_GRACE_S)) == ["device_joined"]
+    assert registry.expire(T0 + UNKNOWN_SETTLE_S) == []
+    events = registry.apply_leases(snap(lease(mac, ip, "EnergyHub-9")), T0 + 13.35)
+    assert "unknown_device" not in kinds(events)
+    assert registry.summary()["identifying"] == 0 and registry.next_deadline() is None
+    assert registry.expire(T0 + LEASE_WAIT_S + 1) == []
+
+
+def test_vendor_class_arriving_after_the_lease_prevents_the_alert() -> None:
+    registry, _full = site()
+    mac, ip = "02:aa:00:00:00:01", "192.168.254.232"
+    assert kinds(registry.apply_leases(snap(lease(mac, ip, None)), T0)) == ["device_joined"]
+    events = registry.apply_vendor_class(mac, "ferroamp-eh", T0 + 4)
+    assert kinds(events) == ["device_changed"]
+    assert registry.expire(T0 + 60) == []
+
+
+def test_late_identification_withdraws_the_alert() -> None:
+    registry, _full = site()
+    mac, ip = "02:aa:00:00:00:02", "192.168.254.233"
+    registry.apply_leases(snap(lease(mac, ip, None)), T0)
+    assert kinds(registry.expire(T0 + UNKNOWN_SETTLE_S)) == ["unknown_device"]
+    assert registry.summary()["unknown"]["count"] == 1
+    events = registry.apply_vendor_class(mac, "ferroamp-eh", T0 + 40)
+    assert kinds(events) == ["device_changed", "unknown_device_cleared"]
+    assert events[1].data["how"] == "vendor class"
+    assert registry.summary()["unknown"]["count"] == 0
+
+
+def test_display_mac_on_a_second_host_is_flagged_and_cleared() -> None:
+    registry, _full = site()
+    registry.apply_leases(snap(lease(DISPLAY_MAC, "192.168.254.200", "Display")), T0)
+    registry.apply_neighbour(NeighbourUpdate("192.168.254.200", DISPLAY_MAC, "reachable"), T0)
+    # The clone appears with a static address; then both keep answering.
+    assert "duplicate_mac" not in kinds(
+        registry.apply_neighbour(
+            NeighbourUpdate("192.168.254.150", DISPLAY_MAC, "reachable"), T0 + 1
+        )
+    )
+    events = registry.apply_neighbour(
+        NeighbourUpdate("192.168.254.200", DISPLAY_MAC, "reachable"), T0 + 2
+    )
+    assert "duplicate_mac" not in kinds(events)  # could still be a device that moved back
+    events = registry.apply_neighbour(
+        NeighbourUpdate("192.168.254.150", DISPLAY_MAC, "reachable"), T0 + 2.5
+    )
+    dup = [e for e in events if e.kind == "duplicate_mac"]
+    assert dup and dup[0].severity == "error"
+    assert dup[0].data == {
+        "mac": DISPLAY_MAC,
+        "name": "display",
+        "ips": ["192.168.254.150", "192.168.254.200"],
+    }
+    assert registry.summary()["duplicates"][0]["ips"] == ["192.168.254.150", "192.168.254.200"]
+    # Still the same clone: no repeat within the hour.
+    events = registry.apply_neighbour(
+        NeighbourUpdate("192.168.254.150", DISPLAY_MAC, "reachable"), T0 + 3
+    )
+    assert "duplicate_mac" not in kinds(events)
+    events = registry.apply_neighbour(NeighbourUpdate("192.168.254.150", None, "failed"), T0 + 60)
+    assert "duplicate_mac_cleared" in kinds(events)
+    assert registry.summary()["duplicates"] == []
+
+
+def test_a_device_that_moved_is_not_a_duplicate() -> None:
+    registry, _full = site()
+    registry.apply_neighbour(NeighbourUpdate("192.168.254.150", DISPLAY_MAC, "reachable"), T0)
+    registry.apply_neighbour(NeighbourUpdate("192.168.254.151", DISPLAY_MAC, "reachable"), T0 + 5)
+    registry.apply_neighbour(NeighbourUpdate("192.168.254.150", DISPLAY_MAC, "stale"), T0 + 30)
+    events = registry.apply_neighbour(
+        NeighbourUpdate("192.168.254.151", DISPLAY_MAC, "reachable"), T0 + 40
+    )
+    assert "duplicate_mac" not in kinds(events)
+    assert registry.summary()["duplicates"] == []
+
+
+def test_pool_exhaustion_says_who_holds_it_and_repeats_while_it_lasts() -> None:
+    registry = DeviceRegistry(SETTINGS, RESERVATIONS, ("192.168.254.210", "192.168.254.212"))
+    fakes = [lease(f"de:ad:00:00:00:0{i}", f"192.168.254.21{i}") for i in range(3)]
+    events = registry.apply_leases(snap(*fakes), T0)
+    exhausted = [e for e in events if e.kind == "pool_exhausted"]
+    assert exhausted and exhausted[0].data["unknown_leases"] == 3
+    assert "new device gets no address" in exhausted[0].data["message"]
+    assert registry.summary()["pool"]["exhausted"] is True
+    assert "pool_exhausted" not in kinds(registry.expire(T0 + 60))
+    assert "pool_exhausted" in kinds(registry.expire(T0 + POOL_REPEAT_S))
+
+
+def test_settle_window_counts_from_the_lease_not_from_first_sight() -> None:
+    """Measured under load: offer at 0 s, lease at 13 s, the hook's vendor class after it."""
+    registry, _full = site()
+    mac, ip = "02:aa:00:00:00:03", "192.168.254.234"
+    registry.apply_neighbour(NeighbourUpdate(ip, mac, "reachable"), T0)
+    registry.expire(T0 + LEASE_GRACE_S)
+    assert registry.apply_leases(snap(lease(mac, ip, None)), T0 + 13) == []
+    assert registry.next_deadline() == T0 + 13 + UNKNOWN_SETTLE_S
+    assert registry.expire(T0 + 14) == []
+    assert "unknown_device" not in kinds(registry.apply_vendor_class(mac, "ferroamp-eh", T0 + 15))
+    assert registry.next_deadline() is None
+
+
+def hooked() -> DeviceRegistry:
+    return DeviceRegistry(
+        SETTINGS, RESERVATIONS, ("192.168.254.200", "192.168.254.244"), hook_reports=True
+    )
+
+
+def test_with_a_reporting_hook_the_verdict_waits_for_the_hook_not_a_clock() -> None:
+    """Under load dnsmasq's hook queue took longer than any fixed window for the first unit."""
+    registry = hooked()
+    mac, ip = "02:aa:00:00:00:04", "192.168.254.235"
+    assert kinds(registry.apply_leases(snap(lease(mac, ip, None)), T0)) == ["device_joined"]
+    assert registry.next_deadline() == T0 + HOOK_WAIT_S
+    assert registry.expire(T0 + 30) == []  # the hook has not spoken yet: no verdict
+    events = registry.apply_vendor_class(mac, "ferroamp-eh", T0 + 31)
+    assert kinds(events) == ["device_changed"] and registry.next_deadline() is None
+
+
+def test_with_a_reporting_hook_a_stranger_is_alerted_as_soon_as_it_reported() -> None:
+    registry = hooked()
+    registry.apply_leases(snap(lease(STRANGER, "192.168.254.236", "laptop")), T0)
+    events = registry.apply_vendor_class(STRANGER, "", T0 + 0.2)  # no vendor class sent
+    assert kinds(events) == ["unknown_device"]
+
+
+def test_with_a_reporting_hook_a_silent_hook_still_ends_in_a_verdict() -> None:
+    registry = hooked()
+    registry.apply_leases(snap(lease(STRANGER, "192.168.254.236", "laptop")), T0)
+    assert kinds(registry.expire(T0 + HOOK_WAIT_S)) == ["unknown_device"]
+
+
+def test_a_report_without_a_class_does_not_unlearn_a_known_one() -> None:
+    """dnsmasq runs the hook for other events too, without the client's vendor class."""
+    registry = hooked()
+    mac, ip = "02:aa:00:00:00:05", "192.168.254.237"
+    registry.apply_vendor_class(mac, "ferroamp-eh", T0)  # the hook beat the lease read
+    registry.apply_vendor_class(mac, "", T0)
+    registry.apply_leases(snap(lease(mac, ip, None)), T0)
+    assert registry.devices()[0]["role"] == "unit"
+    assert registry.apply_vendor_class(mac, "", T0 + 5) == []
+    assert registry.devices()[0]["role"] == "unit"
 
 
 def test_maintenance_is_needed_only_while_there_is_something_to_maintain() -> None:

@@ -45,7 +45,11 @@ def test_unknown_device_is_reported_once_across_renewals(lab: Site) -> None:
     stranger = Client("intruder", "02:66:00:00:00:77", "laptop")
     try:
         lab.add_client(stranger)
-        lab.wait_for(lambda: bool(events(lab, "unknown_device", stranger.mac)), 5, "not reported")
+        lab.wait_for(
+            lambda: bool(events(lab, "unknown_device", stranger.mac)),
+            checks.STRANGER_ALERT,
+            "not reported",
+        )
         reads = status(lab)["inventory"]["lease_reads"]
         # dnsmasq stores expiry in whole seconds: a renewal within the second of the grant
         # changes nothing, so it writes no file and runs no hook. Renew in a later second.

@@ -40,9 +40,11 @@ def site(lab: MiniLab) -> Iterator[MiniLab]:
         lab.services.clear()
 
 
-def diagnose(lab: MiniLab, **overrides: Any) -> dict[str, list[dict[str, Any]]]:
+def diagnose(
+    lab: MiniLab, broker_ca_file: str | None = None, **overrides: Any
+) -> dict[str, list[dict[str, Any]]]:
     config = {**lab.services.outbound_config(), **overrides}
-    rows = diagnose_in(lab.router, config, DNS, FALLBACK)
+    rows = diagnose_in(lab.router, config, DNS, FALLBACK, broker_ca_file=broker_ca_file)
     by_flow: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_flow.setdefault(row["flow"], []).append(row)
@@ -129,6 +131,29 @@ def test_tls_interception_is_named_with_the_issuer(
         f"TLS to {host} is intercepted by a device on the customer network "
         f"(issuer: Contoso Inspection CA (Contoso Firewall)); {consequence}"
     )
+
+
+def test_private_portal_ca_is_not_interception(site: MiniLab) -> None:
+    """The broker's private CA is in portal.ca_file, not in the store S3 is checked against."""
+    other_store = str(site.services.dir / "inspect-ca.pem")  # trusts neither lab server
+    rows = diagnose(site, broker_ca_file=str(site.services.ca_file), ca_file=other_store)
+    assert rows["mqtt_tls"][0]["passed"], rows["mqtt_tls"]
+    assert rows["mqtt_tls"][0]["detail"]["trust"] == "portal.ca_file"
+    # S3 still uses the outbound store: its lab certificate is not trusted there.
+    assert not rows["update_https"][0]["passed"]
+    assert rows["update_https"][0]["detail"]["trust"] == "outbound.ca_file"
+
+
+def test_interception_on_the_broker_path_is_still_named_with_the_portal_trust(
+    site: MiniLab,
+) -> None:
+    site.services.intercept("mqtt_tls")
+    other_store = str(site.services.dir / "inspect-ca.pem")
+    rows = diagnose(site, broker_ca_file=str(site.services.ca_file), ca_file=other_store)
+    row = rows["mqtt_tls"][0]
+    assert not row["passed"] and row["detail"]["trust"] == "portal.ca_file"
+    assert row["reason"].startswith("TLS to data2.ferroamp.se is intercepted")
+    assert "Contoso Inspection CA" in row["reason"]
 
 
 def test_a_certificate_for_another_name_is_reported(site: MiniLab) -> None:

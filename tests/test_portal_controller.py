@@ -192,12 +192,16 @@ def test_crash_during_confirm_window_rolls_back_at_next_start(tmp_path: Path) ->
     assert h2.reported[-1]["state"] == cm.ROLLED_BACK
     assert h2.store.pending() is None
     assert h2.push(version=3) == "ignore"
-    # ... and a third start still tells the portal why version 3 is not running.
+    # ... and a third start still tells the portal why version 3 is not running: the
+    # stored report (desired version, reason, time) survives the restart.
     h3 = Harness(tmp_path)
     assert not h3.ctl.startup()
+    restated = {k: v for k, v in h2.reported[-1].items() if k != "ignored"}
+    assert {k: v for k, v in h3.reported[-1].items() if k != "ignored"} == restated
     assert h3.push(version=3) == "ignore"
     assert h3.reported[-1]["applied_version"] == 2 and h3.reported[-1]["desired_version"] == 3
-    assert "already failed" in h3.reported[-1]["errors"][0]["reason"]
+    assert h3.reported[-1]["state"] == cm.ROLLED_BACK
+    assert "rolled back" in h3.reported[-1]["errors"][0]["reason"]
     assert h3.restored == [] and h3.applied == []
 
 

@@ -91,7 +91,7 @@ class Daemon:
         self._configure_inventory(config)
         self.portal = runner.follow(None, self.loop, config, self.events, self, start=False)
         if self.portal is None or not self.portal.recover():
-            last_good = self.portal.store.load_last_good() if self.portal else None
+            last_good = self.portal.store.last_good_or_none() if self.portal else None
             self.reconcile(self.local.startup(config, last_good), "start")
         self._closers[:0] = transports.start_transports(config, self.methods)
         if self.portal is not None:
@@ -132,7 +132,7 @@ class Daemon:
             log.error("DHCP server not configured: %s", exc)
             self.warnings = [*self.warnings, f"DHCP server: {exc}"]
         self.wan.configure(previous, config)
-        self.wan_facts = self.wan.facts(config)
+        self.wan_facts = {**self.wan.facts(config), "dns": self.outbound.wan_dns(config)}
         self._configure_inventory(config)
         self.outbound.configure(config)
         if portal:
@@ -230,7 +230,10 @@ class Daemon:
                 self._apply_table(self.config, None)
             except NftError as exc:
                 log.error("re-apply after a link change failed: %s", exc)
-            self.wan_facts = self.wan.facts(self.config)
+            self.wan_facts = {
+                **self.wan.facts(self.config),
+                "dns": self.outbound.wan_dns(self.config),
+            }
             addresses = self.wan_facts["addresses"]
             if self.outbound.wan_changed(addresses) and self.portal is not None:
                 self.portal.wan_up()

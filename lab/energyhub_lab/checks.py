@@ -17,6 +17,7 @@ from energyhub_lab import portal as lab_portal
 from energyhub_lab.site import (
     CONFIRM_WINDOW,
     CUSTOMER_SERVICE_PORT,
+    EVENT_WAIT,
     GUEST_IP,
     MODBUS_PORT,
     ROUTER_PORTS,
@@ -25,6 +26,9 @@ from energyhub_lab.site import (
     Site,
 )
 from energyhubd.control.client import call
+
+# The daemon alerts a stranger once its settle window (8 s after its lease) ended.
+STRANGER_ALERT = 15.0
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ def check_display_discovered(site: Site) -> tuple[bool, str]:
         return bool(_inventory(site).get("display", {}).get("present"))
 
     try:
-        site.wait_for(found, 5, "display not discovered")
+        site.wait_for(found, EVENT_WAIT, "display not discovered")
     except Exception:
         return False, f"inventory: {_inventory(site).get('display')}"
     display = _inventory(site)["display"]
@@ -211,7 +215,7 @@ def check_units_discovered(site: Site) -> tuple[bool, str]:
         return bool(_inventory(site).get("units", {}).get("text") == want)
 
     with contextlib.suppress(Exception):
-        site.wait_for(complete, 5, "units missing")
+        site.wait_for(complete, EVENT_WAIT, "units missing")
     units = _inventory(site).get("units", {})
     names = sorted(d["name"] for d in site.status().get("devices", []) if d.get("role") == "unit")
     return units.get("text") == want, f"units online {units.get('text')}: {', '.join(names)}"
@@ -230,7 +234,9 @@ def check_unknown_device(site: Site) -> tuple[bool, str]:
     try:
         address = site.add_client(stranger)
         site.wait_for(
-            lambda: bool(unknown_events(site, stranger.mac)), 5, "no unknown_device event"
+            lambda: bool(unknown_events(site, stranger.mac)),
+            STRANGER_ALERT,
+            "no unknown_device event",
         )
         events = unknown_events(site, stranger.mac)
         count = _inventory(site).get("unknown", {}).get("count")
@@ -251,12 +257,15 @@ def _portal(site: Site) -> dict:
 
 
 def check_portal_link(site: Site) -> tuple[bool, str]:
-    site.wait_for(lambda: _portal(site).get("connected") is True, 20, "portal link not up")
+    site.wait_for(lambda: _portal(site).get("connected") is True, EVENT_WAIT, "portal link not up")
     online = lab_portal.wait_for_message(
-        site.portal_log, "status", lambda v: isinstance(v, dict) and v.get("state") == "online", 10
+        site.portal_log,
+        "status",
+        lambda v: isinstance(v, dict) and v.get("state") == "online",
+        EVENT_WAIT,
     )
     lab_portal.wait_for_message(
-        site.portal_log, "health", lambda v: isinstance(v, dict) and "health" in v, 10
+        site.portal_log, "health", lambda v: isinstance(v, dict) and "health" in v, EVENT_WAIT
     )
     health = lab_portal.read_messages(site.portal_log, "health")[-1][1]
     lan = health["health"].get("lan", {})
@@ -354,7 +363,9 @@ def check_push_rolled_back(site: Site) -> tuple[bool, str]:
     site.internet.block("mqtt_tls", "drop-new")
     try:
         site.push(_with_path_change(site, version, "198.51.100.31"))
-        site.wait_for(lambda: site.status()["config"]["version"] == version, 15, "push not applied")
+        site.wait_for(
+            lambda: site.status()["config"]["version"] == version, EVENT_WAIT, "push not applied"
+        )
         applied_at = time.monotonic()
         site.wait_for(
             lambda: _portal(site).get("config_state") == "rolled_back",

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from energyhub_lab import netns
 from energyhub_lab import portal as lab_portal
 from energyhub_lab.netns import LabError
 from energyhub_lab.site import CONFIRM_WINDOW, Site
@@ -26,7 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="push: a JSON document (the configuration without the device-local keys); "
         "'-' reads standard input; an empty file clears the retained document",
     )
-    parser.add_argument("--prefix", default="eh", help="namespace name prefix (default eh)")
+    parser.add_argument(
+        "--prefix",
+        default=None,
+        help="namespace name prefix (default eh; for check: the first free of eh, eh2, eh3, "
+        "..., and 'auto' asks for that explicitly)",
+    )
     parser.add_argument("--keep", action="store_true", help="check: leave the site running")
     parser.add_argument(
         "--openwrt",
@@ -58,10 +64,35 @@ def _progress(message: str) -> None:
     print(f"lab: {message}", file=sys.stderr, flush=True)
 
 
+def lab_in_use(prefix: str) -> bool:
+    """A lab with this prefix is up: its namespaces exist and its daemon runs."""
+    site = Site(prefix=prefix)
+    if not site.namespaces():
+        return False
+    pid = site.daemon_pid()
+    return pid is not None and netns.process_alive(pid)
+
+
+def free_prefix(base: str = "eh", tries: int = 50) -> str:
+    """The first of ``eh``, ``eh2``, ``eh3``, ... that no running lab uses."""
+    for n in range(1, tries + 1):
+        prefix = base if n == 1 else f"{base}{n}"
+        if not lab_in_use(prefix):
+            return prefix
+    raise LabError(f"no free lab prefix among {base}..{base}{tries}")
+
+
 def main(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("energyhubd lab: needs root (it creates network namespaces)", file=sys.stderr)
         return 1
+    if args.prefix in (None, "auto"):
+        if args.action == "check" or args.prefix == "auto":
+            args.prefix = free_prefix()
+            note = "" if args.prefix == "eh" else " (eh is in use by a running lab)"
+            _progress(f"using prefix {args.prefix}{note}; choose one with --prefix / PREFIX=")
+        else:
+            args.prefix = "eh"
     if getattr(args, "openwrt", False):
         if args.action != "check":
             print("energyhubd lab: --openwrt goes with check", file=sys.stderr)
@@ -84,6 +115,13 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from energyhub_lab.checks import render, run_checks
 
+    if lab_in_use(site.prefix):
+        print(
+            f"energyhubd lab: lab {site.prefix} is up (its daemon runs); use another --prefix "
+            f"or 'energyhubd lab down --prefix {site.prefix}'",
+            file=sys.stderr,
+        )
+        return 1
     if site.namespaces():
         site.down()  # a leftover from a crashed run
     try:

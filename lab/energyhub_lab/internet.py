@@ -618,6 +618,7 @@ class MiniLab:
     prefix: str
     dir: Path
     internet: InternetServices | None = None
+    require_client_cert: bool = False  # the portal broker: client certificates, per-device ACL
 
     @property
     def router(self) -> str:
@@ -650,7 +651,9 @@ class MiniLab:
             netns.ip(self.lanhost, "addr", "add", f"{LAN_HOST_IP}/24", "dev", "eth0")
             netns.ip(self.lanhost, "route", "add", "default", "via", LAN_ROUTER_IP)
             netns.ns_run(self.router, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            self.internet = add_internet(self.dir, self.cust, self.prefix)
+            self.internet = add_internet(
+                self.dir, self.cust, self.prefix, require_client_cert=self.require_client_cert
+            )
             self.internet.start_customer_resolver(CUSTOMER_RESOLVER)
         except BaseException:
             self.down()
@@ -675,10 +678,13 @@ def diagnose_in(
     dns: Sequence[str],
     fallback: Sequence[str],
     python: str = sys.executable,
+    broker_ca_file: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the outbound diagnostics inside ``ns``; the rows as dicts."""
     cmd = [python, "-m", "energyhubd.outbound.diagnose", "--outbound", json.dumps(outbound)]
     cmd += [f"--dns={s}" for s in dns] + [f"--fallback={s}" for s in fallback]
+    if broker_ca_file is not None:
+        cmd += ["--broker-ca-file", broker_ca_file]
     proc = subprocess.run(netns.ns_cmd(ns, cmd), capture_output=True, text=True, timeout=120)
     if proc.returncode not in (0, 1):
         raise LabError(f"diagnostics failed in {ns}: {proc.stderr.strip()}")

@@ -31,6 +31,13 @@ def render_status(status: dict[str, Any]) -> str:
     if c.get("last_error"):
         errors = "; ".join(f"{e['field']}: {e['reason']}" for e in c["last_error"])
         lines.append(f"          last reload REJECTED, running policy kept: {errors}")
+    for bad in (status.get("portal") or {}).get("state_files") or []:
+        where = f"moved to {bad['moved_to']}" if bad.get("moved_to") else "ignored"
+        then = "from the local configuration" if bad["file"] == "last-good.json" else "without it"
+        lines.append(
+            f"state     {bad['directory']}/{bad['file']} was bad at start ({bad['reason']}); "
+            f"{where}; started {then}"
+        )
     lines.append(
         f"policy    {p.get('state')}  digest {p.get('digest', '-')}  last apply "
         f"{p.get('last_apply') or '-'} ({p.get('last_apply_ms', '-')} ms)  "
@@ -190,8 +197,14 @@ def render_summary(inv: dict[str, Any]) -> str:
         f"display {shown}  units {units.get('text', '-')}  unknown {unknown.get('count', 0)}"
         f"  pool {pool.get('used', '-')}/{pool.get('size', '-')} ({pool.get('percent', '-')}%)"
     )
+    if inv.get("identifying"):
+        text += f"  identifying {inv['identifying']}"
     for conflict in inv.get("conflicts") or []:
         text += f"  CONFLICT {conflict['ip']} claimed by {', '.join(conflict['macs'])}"
+    for dup in inv.get("duplicates") or []:
+        text += f"  DUPLICATE MAC {dup['mac']} ({dup['name']}) at {', '.join(dup['ips'])}"
+    if pool.get("exhausted"):
+        text += "  POOL EXHAUSTED: new devices get no address"
     return text
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from energyhubd.config.model import Config
 from energyhubd.control.methods import Method, MethodError, MethodTable
+from energyhubd.portal.runner import PortalRunner, with_live_portal
 
 if TYPE_CHECKING:
     from energyhubd.outbound.service import OutboundService
@@ -28,6 +29,10 @@ class Controlled(Protocol):
 
     @property
     def outbound(self) -> OutboundService: ...
+
+    @property
+    def portal(self) -> PortalRunner | None:
+        """The portal link, if enabled: its queue length is read live for ``status``."""
 
     def running_config(self) -> dict[str, Any]: ...
 
@@ -123,7 +128,7 @@ def portal_command(
 
 def build_method_table(daemon: Controlled) -> MethodTable:
     def status(_args: dict[str, Any]) -> dict[str, Any]:
-        return daemon.snapshot
+        return with_live_portal(daemon.snapshot, daemon.portal)
 
     def devices(_args: dict[str, Any]) -> dict[str, Any]:
         return {

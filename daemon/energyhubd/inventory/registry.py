@@ -21,11 +21,28 @@ Definitions
   or ``address taken by another device``. ``ip`` is the address it had.
 * ``device_changed``: a present device's IP, host name, name or role changed (``changes``
   maps each field to ``[old, new]``).
-* ``unknown_device``: a present device whose role is ``unknown``; once per MAC for the
-  lifetime of the registry (not on every lease renewal or rejoin).
+* ``unknown_device``: a present device whose role is still ``unknown`` once what identifies it
+  has had time to arrive: with ``hook_reports`` (energyhubd's own dnsmasq, whose lease hook
+  reports every client, with or without a vendor class) as soon as the hook has reported a
+  leased device, at the latest ``HOOK_WAIT_S`` after its lease; without it
+  ``UNKNOWN_SETTLE_S`` after the lease was first seen (the vendor
+  class comes from dnsmasq's lease hook after the lease), ``LEASE_WAIT_S`` after first sight
+  for a pool address without a lease (a client mid-DHCP), ``UNKNOWN_SETTLE_S`` after first
+  sight for anything else. At a rack power-up the neighbour entry or the lease comes before
+  the vendor class or host name that makes a unit a unit, and under load seconds apart (a
+  lease 13 s after dnsmasq's offer put the MAC in the neighbour table); an alert before then
+  would be a false one. Once per MAC (not on every
+  lease renewal or rejoin). ``next_deadline()`` says when the daemon must call ``expire``
+  so the alert is not late. Until then ``summary()`` counts the device as ``identifying``.
+* ``unknown_device_cleared``: a device that was alerted as unknown has been identified since
+  (its vendor class or host name arrived late, or the configuration now names it).
 * ``pool_utilisation`` (warning) when active leases in the pool reach
-  ``pool_warning_percent``; ``pool_exhausted`` (error) when every pool address is leased.
-  Each fires once on crossing upwards and is re-armed when usage drops below again.
+  ``pool_warning_percent``; ``pool_exhausted`` (error) when every pool address is leased,
+  with how many of the leases unknown devices hold. Each fires on crossing upwards and is
+  re-armed when usage drops below again; an exhausted pool is reported again every
+  ``POOL_REPEAT_S`` while it stays exhausted (33 fake MACs can hold it for a whole lease).
+* ``duplicate_mac`` / ``duplicate_mac_cleared``: a reserved MAC (the display's) answers from
+  two addresses side by side (see ``duplicates.py``).
 * ``address_conflict``: two MACs claim one IP. A claim is an active lease, or the kernel
   neighbour entry for that IP (not FAILED) naming that MAC. A conflict between the same set of
   MACs on the same IP is reported again only after ``CONFLICT_REPEAT_S`` (ARP entries flip
@@ -44,6 +61,7 @@ from typing import Any
 from energyhubd.config.sections.inventory import InventorySettings
 
 from .classify import ROLE_DISPLAY, ROLE_UNIT, ROLE_UNKNOWN, Reservation, classify
+from .duplicates import DuplicateMacs
 from .events import Event
 from .leases import Lease, LeaseSnapshot
 from .neighbour import ALIVE_STATES, FAILED, REACHABLE, UNKNOWN, NeighbourUpdate
@@ -61,6 +79,20 @@ PROBE_QUIET_S = 120.0
 # seen without a lease is given this long to get one before it counts as a device, so a
 # joining unit is not first announced as an unknown device.
 LEASE_GRACE_S = 5.0
+# How long a device may stay unidentified after its lease before ``unknown_device``: the
+# vendor class comes from dnsmasq's lease hook after the lease file is written, under load
+# up to seconds later. Counted from the lease, not from first sight: a lease that came late
+# must still get its hook's answer (measured: a false alert when counted from first sight).
+UNKNOWN_SETTLE_S = 8.0
+# dnsmasq runs its lease hook for one lease after another; at a rack power-up under load the
+# queue of hook runs (releases, the display, the units) took longer than 8 s for the first
+# unit (1 false alert in about 10 rounds). Where the hook reports every client, the verdict
+# waits for the report itself, and this long at most.
+HOOK_WAIT_S = 60.0
+# A pool address without a lease is a client mid-DHCP: under load a unit's lease came 13.35 s
+# after dnsmasq's offer put it in the neighbour table (udhcpc retries after 3 s, 3 tries).
+LEASE_WAIT_S = 30.0
+POOL_REPEAT_S = 3600.0
 _ROLE_ORDER = {ROLE_DISPLAY: 0, ROLE_UNIT: 1, ROLE_UNKNOWN: 2}
 
 
@@ -73,7 +105,7 @@ class _Device:
     lease_expiry: int | None = None
     lease_since: float = 0.0  # when we first saw the current lease address
     hostname: str | None = None
-    vendor_class: str | None = None
+    vendor_class: str | None = None  # "" once the lease hook reported none
     neigh_ip: str | None = None
     neigh_state: str = UNKNOWN
     last_probe: float = float("-inf")
@@ -148,8 +180,10 @@ class DeviceRegistry:
         settings: InventorySettings | None = None,
         reservations: Iterable[Reservation] = (),
         pool: tuple[str, str] | None = None,
+        hook_reports: bool = False,
     ) -> None:
         self._settings = settings or InventorySettings()
+        self._hook_reports = hook_reports
         self._reservations: tuple[Reservation, ...] = tuple(reservations)
         self._pool = _pool_range(pool)
         self._devices: dict[str, _Device] = {}
@@ -163,6 +197,10 @@ class DeviceRegistry:
         self._pool_used = 0
         self._pool_warned = False
         self._pool_exhausted = False
+        self._pool_exhausted_at = 0.0
+        self._settling: dict[str, float] = {}  # unknown, not alerted yet: mac -> deadline
+        self._duplicates = DuplicateMacs()
+        self._duplicates.watch(_watched_macs(self._reservations))
         self._now = 0.0
         # What the last lease snapshot held, so the next one costs only what changed:
         # mac -> active lease, and ip -> macs holding an active lease on it.
@@ -186,6 +224,7 @@ class DeviceRegistry:
         self._reservations = tuple(reservations)
         self._pool = _pool_range(pool)
         self._pool_leased = sum(1 for ip in self._lease_ips if self._in_pool(ip))
+        self._duplicates.watch(_watched_macs(self._reservations))
         self._now = now
         for device in self._devices.values():
             self._classify(device)
@@ -242,7 +281,7 @@ class DeviceRegistry:
             self._add_lease_ip(held.ip, mac)
             affected_ips.add(held.ip)
             self._classify(device)
-        diffed = set(touched) | self._awaiting
+        diffed = set(touched) | self._awaiting | self._settled_by(now)
         events = self._diff(now, default_reason="lease ended", macs=diffed)
         conflict_events, conflict_macs = self._conflict_events(now, affected_ips)
         events += conflict_events
@@ -252,19 +291,20 @@ class DeviceRegistry:
         return events
 
     def apply_vendor_class(self, mac: str, vendor_class: str | None, now: float) -> list[Event]:
-        """Record a DHCP vendor class learnt elsewhere (dnsmasq hotplug script)."""
+        """Record a DHCP vendor class learnt elsewhere (dnsmasq hotplug script); ``""`` means
+        the hook reported this client without one."""
         device = self._devices.get(mac.lower())
         if device is None:
-            if vendor_class is not None:
-                self._pending_vendor[mac.lower()] = vendor_class
+            if vendor_class is not None and not self._pending_vendor.get(mac.lower()):
+                self._pending_vendor[mac.lower()] = vendor_class  # a known class is kept
                 while len(self._pending_vendor) > MAX_DEVICES:
                     self._pending_vendor.pop(next(iter(self._pending_vendor)))
             return []
-        if device.vendor_class == vendor_class:
-            return []
+        if device.vendor_class == vendor_class or (vendor_class == "" and device.vendor_class):
+            return []  # a report without a class does not unlearn the one the client sent
         device.vendor_class = vendor_class
         self._classify(device)
-        events = self._diff(now, macs={device.mac})
+        events = self._diff(now, macs={device.mac} | self._settled_by(now))
         self._refresh_addresses({device.mac})
         return events
 
@@ -286,6 +326,8 @@ class DeviceRegistry:
             reason = "address taken by another device"
         if update.deleted:
             self._neigh.pop(ip, None)
+            if previous is not None:
+                self._duplicates.forget(previous[0], ip)
             reason = "neighbour entry removed"
             for m in affected:
                 device = self._devices.get(m)
@@ -308,14 +350,25 @@ class DeviceRegistry:
                         or previous[0] != mac
                         or previous[1] not in ALIVE_STATES
                     )
+                    alive = update.state in ALIVE_STATES
+                    self._duplicates.note(mac, ip, alive, fresh, now)
                     self._note_neighbour(
                         self._device(mac, now), ip, update.state, update.mac is not None, fresh, now
                     )
         events = self._diff(now, default_reason=reason)
         events += self._conflict_events(now)[0]
         self._refresh_addresses()
+        events += self._duplicate_events(now)
         self._evict()
         return events
+
+    def _settled_by(self, now: float) -> set[str]:
+        """Devices whose settle window has ended: judged by any update, as a full diff would."""
+        return {mac for mac, due in self._settling.items() if due <= now}
+
+    def next_deadline(self) -> float | None:
+        """When ``expire`` must run next for an alert to be on time (None: nothing waits)."""
+        return min(self._settling.values()) if self._settling else None
 
     def expire(self, now: float) -> list[Event]:
         """Re-evaluate lease expiry at ``now`` (call now and then, e.g. every minute)."""
@@ -426,8 +479,10 @@ class DeviceRegistry:
         units = sum(1 for d in present if d.role == ROLE_UNIT)
         expected = self._settings.expected_units
         unknown = sorted(
-            (d for d in present if d.role == ROLE_UNKNOWN), key=lambda d: _ip_key(d.address(now))
+            (d for d in present if d.role == ROLE_UNKNOWN and d.mac in self._unknown_reported),
+            key=lambda d: _ip_key(d.address(now)),
         )
+        identifying = sum(1 for d in present if d.mac in self._settling)
         pool: dict[str, Any] | None = None
         if self._pool is not None:
             size = self._pool[1] - self._pool[0] + 1
@@ -437,6 +492,7 @@ class DeviceRegistry:
                 "used": self._pool_used,
                 "size": size,
                 "percent": round(self._pool_used * 100 / size, 1),
+                "exhausted": self._pool_exhausted,
             }
         return {
             "display": {
@@ -450,6 +506,8 @@ class DeviceRegistry:
                 "text": f"{units}/{expected}",
                 "complete": units >= expected,
             },
+            "identifying": identifying,
+            "duplicates": self._duplicates.status(),
             "unknown": {
                 "count": len(unknown),
                 "devices": [
@@ -533,7 +591,10 @@ class DeviceRegistry:
         for mac, device in candidates:
             if self._awaiting_lease(device, now):
                 self._awaiting.add(mac)
-                continue  # judged at the next update once its lease is read (or grace ends)
+                # Judged at the next update once its lease is read, or when the grace ends.
+                if device.role == ROLE_UNKNOWN:
+                    self._settling[mac] = device.first_seen + LEASE_GRACE_S
+                continue
             present = device.is_present(now)
             view = device.view(now) if present else None
             was_present, old_view = device.present, device.shown
@@ -552,14 +613,43 @@ class DeviceRegistry:
                 changes = {k: [old_view[k], v] for k, v in view.items() if old_view[k] != v}
                 data = self._event_data(device, now)
                 events.append(Event("device_changed", now, "info", {**data, "changes": changes}))
-            if present and device.role == ROLE_UNKNOWN and mac not in self._unknown_reported:
-                self._unknown_reported[mac] = None
-                if len(self._unknown_reported) > MAX_UNKNOWN_REMEMBERED:
-                    self._unknown_reported.pop(next(iter(self._unknown_reported)))
-                events.append(
-                    Event("unknown_device", now, "warning", self._event_data(device, now))
-                )
+            events += self._unknown_events(device, present, now)
         return events
+
+    def _unknown_events(self, device: _Device, present: bool, now: float) -> list[Event]:
+        """Alert a stranger once it had time to identify itself; withdraw a wrong alert."""
+        mac = device.mac
+        if device.role != ROLE_UNKNOWN:
+            self._settling.pop(mac, None)
+            if mac in self._unknown_reported:
+                del self._unknown_reported[mac]
+                data = {**self._event_data(device, now), "how": device.reason}
+                return [Event("unknown_device_cleared", now, "info", data)]
+            return []
+        if not present or mac in self._unknown_reported:
+            self._settling.pop(mac, None)
+            return []
+        deadline = self._identify_deadline(device, now)
+        if now < deadline:
+            self._settling[mac] = deadline
+            return []
+        self._settling.pop(mac, None)
+        self._unknown_reported[mac] = None
+        if len(self._unknown_reported) > MAX_UNKNOWN_REMEMBERED:
+            self._unknown_reported.pop(next(iter(self._unknown_reported)))
+        return [Event("unknown_device", now, "warning", self._event_data(device, now))]
+
+    def _identify_deadline(self, device: _Device, now: float) -> float:
+        if device.lease_active(now):
+            if not self._hook_reports:
+                return device.lease_since + UNKNOWN_SETTLE_S
+            if device.vendor_class is not None:
+                return device.lease_since  # the hook has spoken: nothing more will come
+            return device.lease_since + HOOK_WAIT_S
+        ip = device.address(now)
+        if ip is not None and self._in_pool(ip):
+            return device.first_seen + LEASE_WAIT_S
+        return device.first_seen + UNKNOWN_SETTLE_S
 
     def _refresh_addresses(self, macs: Iterable[str] | None = None) -> None:
         """Bring ``present_addresses`` up to date for ``macs`` (None: every device)."""
@@ -708,11 +798,38 @@ class DeviceRegistry:
         else:
             self._pool_warned = False
         if used >= size:
-            if not self._pool_exhausted:
+            if not self._pool_exhausted or now - self._pool_exhausted_at >= POOL_REPEAT_S:
                 self._pool_exhausted = True
-                events.append(Event("pool_exhausted", now, "error", data))
+                self._pool_exhausted_at = now
+                unknown = sum(
+                    1
+                    for d in self._devices.values()
+                    if d.role == ROLE_UNKNOWN
+                    and d.lease_ip is not None
+                    and d.lease_active(now)
+                    and self._in_pool(d.lease_ip)
+                )
+                message = (
+                    "every DHCP pool address is leased: a new device gets no address"
+                    f" ({unknown} of the {used} leases held by unknown devices)"
+                )
+                events.append(
+                    Event(
+                        "pool_exhausted",
+                        now,
+                        "error",
+                        {**data, "unknown_leases": unknown, "message": message},
+                    )
+                )
         else:
             self._pool_exhausted = False
+        return events
+
+    def _duplicate_events(self, now: float) -> list[Event]:
+        events = []
+        for kind, data in self._duplicates.events(now):
+            severity = "error" if kind == "duplicate_mac" else "info"
+            events.append(Event(kind, now, severity, data))
         return events
 
     def _evict(self) -> None:
@@ -729,6 +846,12 @@ class DeviceRegistry:
             # it as new and brings the device back.
             if self._leases.pop(device.mac, None) is not None and device.lease_ip:
                 self._drop_lease_ip(device.lease_ip, device.mac)
+            self._settling.pop(device.mac, None)
+
+
+def _watched_macs(reservations: Iterable[Reservation]) -> dict[str, str]:
+    """The MACs a clone of would matter: every reservation that names one."""
+    return {mac.lower(): name for name, mac, _ip in reservations if mac}
 
 
 def _later(a: int, b: int) -> bool:

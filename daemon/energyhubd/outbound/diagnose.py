@@ -11,6 +11,7 @@ timeouts, so the diagnostics can run on a schedule without hammering anything.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import errno
 import ipaddress
 import secrets
@@ -496,20 +497,41 @@ def _unresolved(flow: str, host: str, port: int | None, why: str) -> Row:
     return Row(flow, target, False, None, f"cannot resolve {host}: {why}")
 
 
+@dataclass(frozen=True)
+class Trust:
+    """The CA bundle one flow is verified against, and what to call it in a reason."""
+
+    ca_file: str | None  # None: the system store
+    name: str  # "portal.ca_file", "outbound.ca_file", "the system store"
+
+
+def outbound_trust(settings: OutboundSettings) -> Trust:
+    """What S3 (and, without a portal of its own, the broker) is checked against."""
+    if settings.ca_file:
+        return Trust(settings.ca_file, "outbound.ca_file")
+    return Trust(None, "the system store")
+
+
 def run_all(
     settings: OutboundSettings,
     dns_servers: Sequence[str],
     fallback: Sequence[str],
     *,
     client_cert: tuple[str, str] | None = None,
+    broker_trust: Trust | None = None,
     kernel_synced: Callable[[], bool | None] = sntp.kernel_clock_synchronised,
 ) -> list[Row]:
     """Every flow's row, in a fixed order. Bounded by roughly three ``settings.timeout``.
 
     ``dns_servers`` are the DHCP-provided (or static) servers, ``fallback`` is ``dns.fallback``.
     Names are resolved through those servers in that order, as the router's resolver does.
+    Each TLS flow is verified against the trust that flow really uses: the broker against
+    ``broker_trust`` (the portal link's ``portal.ca_file``; a private portal CA is then no
+    interception), S3 against the outbound/system store. Default: both the outbound one.
     """
     timeout = settings.timeout
+    s3_trust = outbound_trust(settings)
+    broker_trust = broker_trust or s3_trust
     servers = [*dns_servers, *[s for s in fallback if s not in dns_servers]]
     names = {settings.broker_host, settings.update_host, *settings.ntp_servers}
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
@@ -572,7 +594,7 @@ def run_all(
                     settings.broker_host,
                     port,
                     timeout,
-                    settings.ca_file,
+                    broker_trust,
                     "the portal link (MQTT over TLS) will fail",
                     client_cert,
                     False,
@@ -605,7 +627,7 @@ def run_all(
             settings.update_host,
             443,
             timeout,
-            settings.ca_file,
+            s3_trust,
             "automatic updates will fail",
             None,
             True,
@@ -641,14 +663,15 @@ def _tls_adapter(
     host: str,
     port: int,
     timeout: float,
-    ca_file: str | None,
+    trust: Trust,
     consequence: str,
     client_cert: tuple[str, str] | None,
     http_probe: bool,
 ) -> Row:
-    return check_tls(
-        flow, host, address, port, timeout, ca_file, consequence, client_cert, http_probe
+    row = check_tls(
+        flow, host, address, port, timeout, trust.ca_file, consequence, client_cert, http_probe
     )
+    return dataclasses.replace(row, detail={**row.detail, "trust": trust.name})
 
 
 def _result(future: concurrent.futures.Future[Row], flow: str, target: str, limit: float) -> Row:
@@ -686,13 +709,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outbound", default="{}", help="the outbound section as JSON")
     parser.add_argument("--dns", action="append", default=[], help="DHCP-provided server")
     parser.add_argument("--fallback", action="append", default=[], help="dns.fallback server")
+    parser.add_argument(
+        "--broker-ca-file", default=None, help="the portal link's CA (portal.ca_file)"
+    )
     args = parser.parse_args(argv)
     settings, errors = parse_outbound_section(json.loads(args.outbound))
     if errors:
         for error in errors:
             print(error, file=sys.stderr)
         return 2
-    result = as_dict(run_all(settings, args.dns, args.fallback))
+    trust = None if args.broker_ca_file is None else Trust(args.broker_ca_file, "portal.ca_file")
+    result = as_dict(run_all(settings, args.dns, args.fallback, broker_trust=trust))
     print(json.dumps(result, indent=1))
     return 0 if result["passed"] else 1
 

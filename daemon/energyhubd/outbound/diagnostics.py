@@ -26,7 +26,7 @@ from energyhubd.config.sections.outbound import OutboundSettings
 from energyhubd.loop import EventLoop, Timer
 from energyhubd.outbound import diagnose
 from energyhubd.outbound.diagnose import Row
-from energyhubd.outbound.inputs import client_cert, iso, wan_dns_servers
+from energyhubd.outbound.inputs import broker_trust, client_cert, iso, wan_dns_servers
 
 log = logging.getLogger("energyhubd.outbound")
 
@@ -195,7 +195,13 @@ class Diagnostics:
         rows: list[Row] = []
         error = None
         try:
-            rows = self._runner(settings, servers, list(fallback), client_cert=client_cert(config))
+            rows = self._runner(
+                settings,
+                servers,
+                list(fallback),
+                client_cert=client_cert(config),
+                broker_trust=broker_trust(config),
+            )
         except Exception as exc:  # reported in status, never allowed to kill the daemon
             log.exception("outbound diagnostics failed")
             error = f"diagnostics failed: {exc}"

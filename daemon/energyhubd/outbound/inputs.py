@@ -17,6 +17,7 @@ import os
 import time
 
 from energyhubd.config.model import Config
+from energyhubd.outbound import diagnose
 
 OPENWRT_RESOLV = ("/tmp/resolv.conf.d/resolv.conf.auto", "/tmp/resolv.conf.auto")
 SYSTEM_RESOLV = "/etc/resolv.conf"
@@ -76,3 +77,12 @@ def client_cert(config: Config) -> tuple[str, str] | None:
     if cert and key and os.path.exists(cert) and os.path.exists(key):
         return str(cert), str(key)
     return None
+
+
+def broker_trust(config: Config) -> diagnose.Trust | None:
+    """The broker is checked against what the portal link trusts (``portal.ca_file``), so a
+    private portal CA is not taken for interception; None without a portal link."""
+    portal = config.portal
+    if not portal.enabled or not portal.ca_file:
+        return None
+    return diagnose.Trust(str(portal.ca_file), "portal.ca_file")

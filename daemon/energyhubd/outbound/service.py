@@ -22,6 +22,7 @@ from energyhubd.kernel.table import Table
 from energyhubd.loop import EventLoop
 from energyhubd.outbound import diagnose
 from energyhubd.outbound.diagnostics import Diagnostics, Runner, RunResult
+from energyhubd.outbound.inputs import wan_dns_servers
 from energyhubd.outbound.learner import AllowlistLearner, Resolver
 from energyhubd.outbound.tunnel_driver import TunnelDriver
 from energyhubd.policy import egress
@@ -44,6 +45,7 @@ class OutboundService:
         runner: Runner = diagnose.run_all,
         resolver: Resolver = diagnose.resolve,
     ) -> None:
+        self.resolv_file = resolv_file
         self.learner = AllowlistLearner(loop, table, resolv_file, publish, resolver)
         # After each run the drop counters are read, so status shows a failed check together
         # with the drops that explain it.
@@ -108,6 +110,10 @@ class OutboundService:
 
     def tunnel_close(self) -> dict[str, Any]:
         return self.tunnel.close()
+
+    def wan_dns(self, config: Config) -> list[str]:
+        """The WAN's DNS servers as the diagnostics and the allowlist use them (one source)."""
+        return wan_dns_servers(config, self.resolv_file)[0]
 
     def status(self) -> dict[str, Any]:
         diagnostics = self.diagnostics.status()

@@ -49,6 +49,7 @@ class ConfirmMachine:
     desired_version: int | None = None
     epoch: int = 0  # of the applied (or pending) document
     ignored: dict[str, Any] | None = None  # the last push ignored, with the reason
+    _previous_applied: int | None = None
 
     def applied(
         self, version: int, confirm: bool, now: float, wall: float, fresh: bool = True
@@ -142,7 +143,14 @@ class ConfirmMachine:
         self.last_change_wall = wall
         return [Action(ROLLBACK, version), Action(REPORT, version)]
 
+    def storage_failed(self, reason: str) -> None:
+        """A CONFIRM could not be stored and the daemon rolled back: report that, not success."""
+        self.state = ROLLED_BACK
+        self.applied_version = self._previous_applied
+        self.errors = [FieldError("", reason)]
+
     def _settle(self, version: int) -> None:
+        self._previous_applied = self.applied_version
         self.state = APPLIED
         self.applied_version = version
         self.pending_version = None

@@ -23,7 +23,7 @@ from . import confirm as cm
 from .link import LinkState
 from .push import APPLY, EMPTY, IGNORE, NOOP, REJECT, Decision, Seen, Validate, decide, digest_of
 from .session import EpochFile
-from .store import ConfigStore
+from .store import ConfigStore, PendingMarker
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class PushController:
         self._clock = clock
         self._wall = wall
         self.epochs = EpochFile(store.state_dir)
-        last_good = store.load_last_good()
+        last_good = store.last_good_or_none()  # bad files were moved aside at start
         self.applied: Seen | None = None
         if last_good is not None:
             self.applied = Seen(
@@ -84,6 +84,7 @@ class PushController:
             applied_version=None if self.applied is None else self.applied.version,
             epoch=0 if self.applied is None else self.applied.epoch,
         )
+        restore_reported(self.machine, store.load_reported())
         self._candidate: Seen | None = None
         self._wall_deadline: float | None = None
         self._deferred: bytes | None = None
@@ -93,17 +94,26 @@ class PushController:
         """Plain int read; safe to hand to ``PortalLink(applied_version=...)``."""
         return self.machine.applied_version
 
-    def startup(self) -> bool:
+    def startup(self, marker_lost: bool = False) -> bool:
         """Call once at start, before the daemon applies anything. True if a candidate left by a
         crash / kill -9 / reboot during its confirm window was rolled back (``restore`` called).
-        Always queues a ``config/reported`` so the portal learns the state after a restart."""
+        Always queues a ``config/reported`` so the portal learns the state after a restart.
+
+        ``marker_lost``: the pending marker was there but unreadable (moved aside at start);
+        it still means "a candidate may have been running": roll back."""
         marker = self.store.pending()
+        if marker is None and marker_lost:
+            marker = PendingMarker(version=-1, deadline=0.0)
         if marker is None:
             self._report()
             return False
         candidate = self.store.load_candidate()
-        if candidate is not None and marker.version >= 0:
-            self._candidate = Seen(marker.version, digest_of(candidate), self.machine.epoch)
+        version = marker.version
+        if version < 0 and candidate is not None:
+            version = int(candidate.get("version", -1))
+            marker = PendingMarker(version=version, deadline=marker.deadline)
+        if candidate is not None and version >= 0:
+            self._candidate = Seen(version, digest_of(candidate), self.machine.epoch)
         self._run(self.machine.recovered_after_restart(marker.version, self._wall()))
         return True
 
@@ -156,10 +166,19 @@ class PushController:
         assert decision.document is not None and decision.version is not None
         assert decision.digest is not None
         wall = self._wall()
-        self._wall_deadline = wall + self.settings.confirm_window if decision.confirm else None
-        running = self.store.load_last_good()
+        deadline = wall + self.settings.confirm_window if decision.confirm else None
+        running = self.store.last_good_or_none()
         fresh = path_may_change(decision.document, running)
-        self.store.save_candidate(decision.document, self._wall_deadline or wall)
+        try:
+            self.store.save_candidate(decision.document, deadline or wall)
+        except OSError as exc:
+            # Full or failing flash: nothing was applied and nothing is recorded as failed,
+            # so the same version is accepted once there is room again.
+            log.error("pushed version %s not stored, so not applied: %s", decision.version, exc)
+            reason = f"cannot store the push on the device: {exc.strerror or exc}"
+            self._run(self.machine.rejected(decision.version, [FieldError("", reason)], wall))
+            return
+        self._wall_deadline = deadline
         self._candidate = Seen(decision.version, decision.digest, decision.epoch)
         try:
             self._apply(decision.document, decision.config)
@@ -192,32 +211,62 @@ class PushController:
 
     def _rollback(self) -> None:
         candidate = self._candidate
-        self._restore(self.store.load_last_good())
-        self.store.discard_candidate()
+        self._restore(self.store.last_good_or_none())
+        try:
+            self.store.discard_candidate()
+        except OSError as exc:  # the marker stays: the next start rolls back once more
+            log.error("could not remove the rolled-back candidate: %s", exc)
         if candidate is not None:
             self._record_failed(candidate)
         self._candidate = None
 
     def _record_failed(self, seen: Seen) -> None:
-        self.epochs.save("failed", seen.epoch)
-        self.store.record_failed(seen.version, seen.digest)
+        try:
+            self.epochs.save("failed", seen.epoch)
+            self.store.record_failed(seen.version, seen.digest)
+        except OSError as exc:  # a copy also goes into reported.json when there is room
+            log.error("could not record failed version %s: %s", seen.version, exc)
+
+    def _confirm(self) -> bool:
+        """Promote the candidate; False (and a rollback follows) if the flash refuses."""
+        try:
+            self.store.confirm()
+        except OSError as exc:
+            log.error("confirmed version could not be stored, rolling back: %s", exc)
+            return False
+        return True
+
+    def report(self) -> None:
+        """Send ``config/reported`` again (e.g. once the running version is known)."""
+        self._report()
 
     def _report(self) -> None:
-        self._publish_reported(self.machine.reported(self._wall_deadline))
+        reported = self.machine.reported(self._wall_deadline)
+        try:
+            self.store.save_reported(reported, self.store.failed())
+        except OSError as exc:
+            log.warning("reported state not stored: %s", exc)
+        self._publish_reported(reported)
 
     def _run(self, actions: list[cm.Action]) -> None:
         for action in actions:
             if action.kind == cm.CHECK_LINK and action.token is not None:
                 self._request_round_trip(action.token, action.fresh)
             elif action.kind == cm.CONFIRM:
-                self.store.confirm()
+                if not self._confirm():
+                    reason = "cannot store the confirmed configuration on the device"
+                    self._candidate = None  # not the push's fault: the version may come again
+                    self._rollback()
+                    self._wall_deadline = None
+                    self.machine.storage_failed(reason)
+                    continue
                 if self._candidate is not None:
                     self.epochs.save("applied", self._candidate.epoch)
                     self.machine.epoch = self._candidate.epoch
                 self.applied = self._candidate
                 self._candidate = None
                 self._wall_deadline = None
-                confirmed = self.store.load_last_good()
+                confirmed = self.store.last_good_or_none()
                 if self._on_confirmed is not None and confirmed is not None:
                     self._on_confirmed(confirmed)
             elif action.kind == cm.ROLLBACK:
@@ -228,3 +277,29 @@ class PushController:
         if self.machine.state != cm.PENDING_CONFIRM and self._deferred is not None:
             payload, self._deferred = self._deferred, None
             self.on_desired(payload)
+
+
+def restore_reported(machine: cm.ConfirmMachine, reported: dict[str, Any] | None) -> None:
+    """After a restart the portal keeps seeing what it saw: desired version, outcome, time.
+
+    The applied version comes from last-good (the source of truth for what runs); a pending
+    state is not restored - the marker on flash decides that (``startup``).
+    """
+    if reported is None:
+        return
+    desired = reported.get("desired_version")
+    if isinstance(desired, int) and not isinstance(desired, bool):
+        machine.desired_version = desired
+    updated = reported.get("updated")
+    if isinstance(updated, int | float) and not isinstance(updated, bool):
+        machine.last_change_wall = float(updated)
+    state = reported.get("state")
+    if state in (cm.REJECTED, cm.ROLLED_BACK):
+        machine.state = state
+        errors = reported.get("errors")
+        if isinstance(errors, list):
+            machine.errors = [
+                FieldError(str(e.get("field", "")), str(e.get("reason", "")))
+                for e in errors
+                if isinstance(e, dict)
+            ]

@@ -22,6 +22,7 @@ from energyhubd.portal.command import CommandError, command_id, parse_command
 from energyhubd.portal.controller import PushController
 from energyhubd.portal.health import build_health, significant
 from energyhubd.portal.link import LinkState, PortalLink
+from energyhubd.portal.statecheck import PENDING, Quarantined
 from energyhubd.portal.store import ConfigStore
 
 log = logging.getLogger("energyhubd.portal")
@@ -80,11 +81,14 @@ class PortalRunner:
         self.identity = (device_id, state_dir)
         self.events = events
         self._last_reported: tuple[Any, ...] | None = None
+        self._reported_unknown = False
         self.host = host
         self.status = host.status
         self.on_change = host.changed  # the daemon republishes its status snapshot
         self.command = host.command  # runs a portal command on the loop; raises on refusal
         self.store = ConfigStore(str(Path(state_dir) / "portal"))
+        # Before the controller reads anything: bad state files are moved aside, not fatal.
+        self.state_files: list[Quarantined] = self.store.check(time.time())
         self.connected_since: float | None = None
         self.reconnects = 0
         self.last_reason = "starting"
@@ -137,11 +141,31 @@ class PortalRunner:
 
     # -- life cycle -----------------------------------------------------------------------
     def recover(self) -> bool:
-        """Before the first apply: roll back a push left unconfirmed by a crash or reboot."""
-        return self.controller.startup()
+        """Before the first apply: roll back a push left unconfirmed by a crash or reboot.
+
+        Also says which state files were found bad at start (event + status line); the
+        report every start sends restates the stored one and is no event of its own.
+        """
+        for bad in self.state_files:
+            where = f"moved to {bad.moved_to}" if bad.moved_to else "ignored (could not move it)"
+            log.error(
+                "state file %s/%s is bad (%s); %s",
+                self.store.state_dir,
+                bad.file,
+                bad.reason,
+                where,
+            )
+            data = {**bad.as_dict(), "directory": self.store.state_dir}
+            self.events.publish(Event("state_file_corrupt", time.time(), "error", data))
+        self._last_reported = _report_key(self.controller.machine.reported())
+        marker_lost = any(bad.file == PENDING for bad in self.state_files)
+        return self.controller.startup(marker_lost=marker_lost)
 
     def start(self) -> None:
         assert self.link is not None
+        if self._reported_unknown:
+            self._reported_unknown = False
+            self.controller.report()  # the running version is known now (retained: newest wins)
         self.link.start()
         self._schedule_health(self.settings.health_interval)
 
@@ -215,7 +239,13 @@ class PortalRunner:
             self.link.publish_event(event.kind, data)
 
     def _publish_reported(self, doc: dict[str, Any]) -> None:
-        self._report_event(doc)
+        self._report_event(doc)  # judged on the push state alone, before the fill below
+        if doc.get("applied_version") is None:
+            # No push confirmed yet: what runs is the local configuration; say its version
+            # (status says the same). Before the first apply it is not known yet: start()
+            # sends the report again then.
+            doc = {**doc, "applied_version": self._running_version()}
+            self._reported_unknown = doc["applied_version"] is None
         if self.link is not None:
             self.link.publish_reported(doc)
 
@@ -223,7 +253,7 @@ class PortalRunner:
         """Each new push outcome also goes to the event stream (log, status, events topic)."""
         state = doc.get("state")
         version = doc.get("pending_version") or doc.get("desired_version")
-        key = (state, version, doc.get("applied_version"))
+        key = _report_key(doc)
         previous, self._last_reported = self._last_reported, key
         if key == previous or state not in STATE_EVENTS:
             return
@@ -234,6 +264,10 @@ class PortalRunner:
         if doc.get("errors"):
             data["errors"] = doc["errors"]
         self.events.publish(Event(kind, time.time(), severity, data))
+
+    def state_file_status(self) -> list[dict[str, Any]]:
+        """Status lines: the state files found bad at this start."""
+        return [{**bad.as_dict(), "directory": self.store.state_dir} for bad in self.state_files]
 
     def _request_round_trip(self, token: int, fresh: bool) -> None:
         if self.link is not None:
@@ -275,6 +309,7 @@ class PortalRunner:
             "broker": f"{self.settings.host}:{self.settings.port}",
             **self.link_facts(),
             "pending": self.controller.pending,
+            "state_files": self.state_file_status(),
         }
 
     def wan_up(self) -> None:
@@ -310,6 +345,26 @@ class PortalRunner:
             self._schedule_health(self.settings.health_interval)
         elif self._health_timer is not None and self._health_timer.when > time.monotonic() + wait:
             self._schedule_health(wait)
+
+
+def _report_key(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a config/reported an outcome of its own (the time is not part of it)."""
+    version = doc.get("pending_version") or doc.get("desired_version")
+    return (doc.get("state"), version, doc.get("applied_version"), str(doc.get("errors")))
+
+
+def with_live_portal(snapshot: dict[str, Any], runner: PortalRunner | None) -> dict[str, Any]:
+    """The snapshot with the link's queue length read now (any thread).
+
+    The outbox drains on the MQTT thread without waking the loop, so a snapshot's count goes
+    stale within seconds; health reads the same outbox when it is sent - one source.
+    """
+    portal = snapshot.get("portal")
+    if runner is None or runner.link is None or not isinstance(portal, dict):
+        return snapshot
+    if "buffered" not in portal:
+        return snapshot
+    return {**snapshot, "portal": {**portal, "buffered": len(runner.link.outbox)}}
 
 
 def follow(

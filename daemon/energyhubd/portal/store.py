@@ -7,24 +7,28 @@ confirmed and the daemon must roll back to ``last-good.json`` (netplan-style: re
 last good config, not undo steps).
 
 Every write is atomic (temp file in the same directory, fsync, rename, fsync directory) and is
-skipped when the bytes on disk are already identical, to spare the flash.
+skipped when the bytes on disk are already identical, to spare the flash. At start
+:meth:`ConfigStore.check` moves every file that does not hold what it should aside
+(``statecheck``), so a power cut or a full flash never turns into a crash loop; a write that
+fails (ENOSPC) raises OSError to the caller, which reports it (``PushController``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from energyhubd.config.atomic import write_if_changed
 
+from . import statecheck
+from .statecheck import CANDIDATE, FAILED, LAST_GOOD, PENDING, REPORTED, Quarantined
 from .topics import dumps
 
-LAST_GOOD = "last-good.json"
-CANDIDATE = "candidate.json"
-PENDING = "pending.json"
-FAILED = "failed.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,17 @@ class ConfigStore:
 
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:  # full or read-only flash: every write then fails and is reported
+            log.error("portal state directory %s not created: %s", state_dir, exc)
+        self._ignored: set[str] = set()  # bad files that could not even be moved aside
+
+    def check(self, wall: float) -> list[Quarantined]:
+        """At start, before anything is read: move every bad state file aside."""
+        found = statecheck.quarantine(self.state_dir, wall)
+        self._ignored = {q.file for q in found if q.moved_to is None}
+        return found
 
     def _path(self, name: str) -> str:
         return os.path.join(self.state_dir, name)
@@ -70,11 +84,15 @@ class ConfigStore:
         return True
 
     def _read_json(self, name: str) -> Any:
+        if name in self._ignored:
+            return None
         try:
             with open(self._path(name), "rb") as handle:
                 raw = handle.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:  # EIO on worn flash: as bad as unreadable content
+            raise StoreError(f"{self._path(name)}: unreadable ({exc.strerror or exc})") from exc
         try:
             return json.loads(raw)
         except ValueError as exc:
@@ -87,20 +105,38 @@ class ConfigStore:
             raise StoreError(f"{self._path(LAST_GOOD)}: not a JSON object")
         return doc
 
+    def last_good_or_none(self) -> dict[str, Any] | None:
+        """Like ``load_last_good``, but a file gone bad since the start check is logged and
+        treated as absent: the caller then runs the local configuration."""
+        try:
+            return self.load_last_good()
+        except StoreError as exc:
+            log.error("%s; using the local configuration", exc)
+            return None
+
     def save_last_good(self, doc: dict[str, Any]) -> bool:
         """Seed last-good (e.g. from the local config at first start)."""
         return self.write_atomic(LAST_GOOD, dumps(doc))
 
     def load_candidate(self) -> dict[str, Any] | None:
-        doc = self._read_json(CANDIDATE)
+        try:
+            doc = self._read_json(CANDIDATE)
+        except StoreError:
+            return None
         return doc if isinstance(doc, dict) else None
 
     def save_candidate(self, doc: dict[str, Any], deadline: float) -> None:
         """Persist the candidate, THEN the marker: a crash in between leaves no marker, and a
-        candidate without a marker is never used."""
+        candidate without a marker is never used. Raises OSError (e.g. ENOSPC) with nothing
+        left behind: a candidate whose marker could not be written is removed again."""
         version = doc.get("version", 0)
         self.write_atomic(CANDIDATE, dumps(doc))
-        self.write_atomic(PENDING, dumps({"version": version, "deadline": deadline}))
+        try:
+            self.write_atomic(PENDING, dumps({"version": version, "deadline": deadline}))
+        except OSError:
+            with contextlib.suppress(OSError):  # a candidate without a marker is never used
+                self._remove(CANDIDATE)
+            raise
 
     def pending(self) -> PendingMarker | None:
         """The unconfirmed-candidate marker; a marker we cannot read still means 'roll back'."""
@@ -135,8 +171,29 @@ class ConfigStore:
         self.write_atomic(FAILED, dumps({"version": version, "digest": digest}))
 
     def failed(self) -> tuple[int, str] | None:
+        """The last failed version; if failed.json is lost, the copy kept with ``reported``."""
+        for name, pick in ((FAILED, lambda raw: raw), (REPORTED, lambda raw: raw["failed"])):
+            try:
+                raw = pick(self._read_json(name))
+                return int(raw["version"]), str(raw["digest"])
+            except (StoreError, TypeError, KeyError, ValueError):
+                continue
+        return None
+
+    def save_reported(self, reported: dict[str, Any], failed: tuple[int, str] | None) -> None:
+        """What the portal was last told (restored after a restart) and the failed version."""
+        doc = {
+            "reported": reported,
+            "failed": None if failed is None else {"version": failed[0], "digest": failed[1]},
+        }
+        self.write_atomic(REPORTED, dumps(doc))
+
+    def load_reported(self) -> dict[str, Any] | None:
         try:
-            raw = self._read_json(FAILED)
-            return int(raw["version"]), str(raw["digest"])
-        except (StoreError, TypeError, KeyError, ValueError):
+            doc = self._read_json(REPORTED)
+        except StoreError:
             return None
+        if not isinstance(doc, dict) or not isinstance(doc.get("reported"), dict):
+            return None
+        reported: dict[str, Any] = doc["reported"]
+        return reported
