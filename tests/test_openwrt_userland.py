@@ -517,6 +517,22 @@ def test_ntp_and_dns_fallback_reach_sysntpd_and_dnsmasq(router: OpenWrtRouter) -
     assert f"server={DNS_FALLBACK}" in conf
 
 
+def test_upgrade_keeps_a_disabled_service_stopped(router: OpenWrtRouter) -> None:
+    # default_postinst starts a package's init scripts after every upgrade; an operator's
+    # "service energyhubd disable" must hold through it, an enabled service must come back.
+    router.sh("/etc/init.d/energyhubd disable && /etc/init.d/energyhubd stop", check=True)
+    wait_until("the daemon stopped", lambda: not daemons(router), timeout=30)
+    router.sh("PKG_UPGRADE=1 /etc/init.d/energyhubd start", check=True)
+    # the init script hands its instances to procd before it returns: none this time
+    services = ubus_json(router, "service", "list", {"name": "energyhubd"})
+    assert not services.get("energyhubd", {}).get("instances")
+    assert daemons(router) == []
+    router.sh("/etc/init.d/energyhubd enable", check=True)
+    router.sh("PKG_UPGRADE=1 /etc/init.d/energyhubd start", check=True)
+    router.run("ubus", "-t", "30", "wait_for", "energyhub", check=True, timeout=40)
+    assert wait_until("the daemon answers again", lambda: try_status(router), timeout=30)
+
+
 def test_daemon_re_registers_after_ubusd_restart(router: OpenWrtRouter) -> None:
     # near the end: rpcd does not re-register its objects (session, uci) on a new ubusd
     before = int(router.run("pidof", "ubusd", check=True).stdout.split()[0])
