@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from energyhubd.backoff import Backoff
 from energyhubd.config.errors import ConfigError, FieldError
 from energyhubd.config.sections.portal import PortalSettings, parse_portal_section
 from energyhubd.portal import confirm as cm
-from energyhubd.portal.backoff import Backoff
 from energyhubd.portal.outbox import Outbox, OutMessage
 from energyhubd.portal.push import (
     APPLY,
@@ -121,7 +121,7 @@ def test_outbox_requeue_goes_to_front_in_order_and_respects_bound() -> None:
 
 
 def test_backoff_is_capped() -> None:
-    b = Backoff(1.0, 60.0, rand=lambda: 1.0)
+    b = Backoff(1.0, 60.0, rand=lambda: 1.0, jitter="full")
     delays = [b.next_delay() for _ in range(100)]
     assert delays[:7] == [1, 2, 4, 8, 16, 32, 60]
     assert max(delays) == 60.0
@@ -129,7 +129,7 @@ def test_backoff_is_capped() -> None:
 
 def test_backoff_full_jitter_from_floor_to_base() -> None:
     values = iter([0.0, 0.5, 0.999])
-    b = Backoff(4.0, 60.0, rand=lambda: next(values))
+    b = Backoff(4.0, 60.0, rand=lambda: next(values), jitter="full")
     assert b.next_delay() == 0.5  # base 4, random 0 -> the floor only
     assert b.next_delay() == 4.25  # base 8, random .5 -> 0.5 + 3.75
     assert 15.9 < b.next_delay() < 16.0  # base 16
@@ -139,7 +139,7 @@ def test_backoff_full_jitter_from_floor_to_base() -> None:
 def test_property_backoff_delay_within_floor_and_cap(
     r: float, attempts: int, initial: float
 ) -> None:
-    b = Backoff(initial, max(initial, 120.0), rand=lambda: r)
+    b = Backoff(initial, max(initial, 120.0), rand=lambda: r, jitter="full")
     b.attempt = attempts
     base = b.base()
     delay = b.next_delay()
@@ -151,12 +151,14 @@ def test_first_retry_of_a_fleet_is_spread_over_the_initial_window() -> None:
     import random
 
     rng = random.Random(7)
-    seconds = [int(Backoff(20.0, 120.0, rand=rng.random).next_delay()) for _ in range(1000)]
+    seconds = [
+        int(Backoff(20.0, 120.0, rand=rng.random, jitter="full").next_delay()) for _ in range(1000)
+    ]
     assert max(seconds.count(s) for s in set(seconds)) <= 100
 
 
 def test_backoff_reset_after_success() -> None:
-    b = Backoff(1.0, 60.0, rand=lambda: 1.0)
+    b = Backoff(1.0, 60.0, rand=lambda: 1.0, jitter="full")
     for _ in range(10):
         b.next_delay()
     assert b.next_delay() == 60.0

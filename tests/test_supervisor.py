@@ -133,9 +133,9 @@ def test_backoff_equal_and_full_jitter() -> None:
     equal = Backoff(2.0, 16.0, rand=lambda: 0.0)
     assert [equal.next_delay() for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
     full = Backoff(2.0, 16.0, rand=lambda: 0.5, jitter="full")
-    assert [full.next_delay() for _ in range(5)] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert [full.next_delay() for _ in range(5)] == [1.25, 2.25, 4.25, 8.25, 8.25]
     low = Backoff(2.0, 16.0, rand=lambda: 0.0, jitter="full")
-    assert low.next_delay() == 0.0  # full jitter may retry at once
+    assert low.next_delay() == 0.5  # full jitter retries soon, never in a hot loop
     with pytest.raises(ValueError, match="jitter"):
         Backoff(1.0, 2.0, jitter="none")
     full.reset()

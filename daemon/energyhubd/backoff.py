@@ -6,11 +6,13 @@ maintenance, and un-jittered backoff makes them all reconnect in the same second
 ``n`` counts from 0 after the last success::
 
     base  = min(cap, initial * 2**n)
-    equal jitter (default): delay = base / 2 + random() * base / 2   # uniform in [base/2, base]
-    full jitter:            delay = random() * base                  # uniform in [0, base]
+    equal jitter (default): delay = base / 2 + random() * base / 2      # in [base/2, base]
+    full jitter:            delay = floor + random() * (base - floor)   # in [floor, base]
 
-Equal jitter never goes below half of ``base`` (no hot retry loop); full jitter spreads a
-fleet widest and suits retries that are cheap when they fail.
+Equal jitter never goes below half of ``base`` (no hot retry loop). Full jitter spreads a
+fleet widest (the portal link: the spread of the very first retry over ``[floor, initial]``
+is what keeps a fleet from arriving in one second after a broker blip); its ``floor``
+(``FLOOR``, or ``base`` when that is smaller) only prevents a hot loop.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import random as _random
 from collections.abc import Callable
 
 JITTERS = ("equal", "full")
+FLOOR = 0.5
 
 
 class Backoff:
@@ -50,7 +53,8 @@ class Backoff:
         base = self.base()
         self.attempt += 1
         if self.jitter == "full":
-            return self._rand() * base
+            floor = min(FLOOR, base)
+            return floor + self._rand() * (base - floor)
         return base / 2 + self._rand() * base / 2
 
     def reset(self) -> None:

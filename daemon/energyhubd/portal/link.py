@@ -37,9 +37,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from energyhubd.backoff import Backoff
 from energyhubd.config.sections.portal import PortalSettings
 
-from .backoff import Backoff
 from .outbox import Outbox, OutMessage
 from .session import SessionCounter
 from .topics import (
@@ -198,7 +198,9 @@ class PortalLink:
         self._on_command = on_command
         self._tls_context = tls_context
         self._rand = rand or random.random
-        self.backoff = Backoff(settings.backoff_initial, settings.backoff_max, self._rand)
+        self.backoff = Backoff(
+            settings.backoff_initial, settings.backoff_max, self._rand, jitter="full"
+        )
         self.outbox = Outbox(settings.queue_size)  # events and command results
         self.run_id = secrets.token_hex(4)  # beside every seq: which daemon run counted it
         self.sessions = SessionCounter(state_dir)
