@@ -84,7 +84,11 @@ def check_lease_time(site: Site) -> tuple[bool, str]:
         parts = line.split()
         if len(parts) >= 3 and parts[0].isdigit():
             remaining.append(int(parts[0]) - now)
-    ok = bool(remaining) and all(86400 - 120 <= r <= 86400 + 5 for r in remaining)
+    # A lease is never older than the site (renewals only start at half its time), so a
+    # 24 h lease has between 24 h minus the site's age and 24 h left; a shorter lease time
+    # falls below that on a site younger than the difference.
+    age = now - site.up_at if site.up_at is not None else 120.0
+    ok = bool(remaining) and all(86400 - age - 5 <= r <= 86400 + 5 for r in remaining)
     hours = ", ".join(f"{r / 3600:.2f}h" for r in remaining)
     return ok, f"{len(remaining)} leases, remaining {hours}"
 

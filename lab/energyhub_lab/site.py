@@ -100,6 +100,7 @@ class Site:
     def __post_init__(self) -> None:
         self.dir = LAB_ROOT / self.prefix
         self.internet: internet.InternetServices | None = None
+        self.up_at: float | None = None  # when up() began: no lease of the site is older
         self.clients = [Client("display", "02:eb:00:00:00:01", "display")]
         for i in range(1, self.units + 1):
             self.clients.append(Client(f"unit{i}", f"02:eb:00:00:01:{i:02x}", f"energyhub-unit{i}"))
@@ -257,6 +258,7 @@ class Site:
                 f"a lab with prefix {self.prefix!r} is already up "
                 f"(run `energyhubd lab down --prefix {self.prefix}`)"
             )
+        self.up_at = time.time()
         try:
             self._build(progress)
         except BaseException:
