@@ -175,6 +175,15 @@ def portal_args(root: Path) -> list[str]:
 
 
 def push(minilab: MiniLab, root: Path, document: dict[str, Any] | None) -> None:
+    """As the portal does: where the stand-in answers ``config/get`` from (a device asks on
+    every connect, and an answer "no desired state" would race the retained copy), then the
+    retained copy."""
+    stored = lab_portal.desired_file(root / "desired", DEVICE)
+    if document is None:
+        stored.unlink(missing_ok=True)
+    else:
+        stored.parent.mkdir(exist_ok=True)
+        stored.write_text(json.dumps(document))
     topic = lab_portal.topic(DEVICE, "config/desired")
     cmd = ["mosquitto_pub", *portal_args(root), "-q", "1", "-r", "-t", topic, "-i", "robust-pub"]
     payload = b"" if document is None else json.dumps(document).encode()

@@ -49,6 +49,9 @@ class FakeOutbound:
         self.seen.append(addresses)
         return gained
 
+    def wan_dns(self, _config: Any) -> list[str]:
+        return []
+
     def status(self) -> dict[str, Any]:
         return {}
 
