@@ -104,9 +104,10 @@ def cmd_flush(_args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from energyhubd import lean
+    from energyhubd import lean, memory
 
     lean.install()  # before the libraries load: leaves out the parts the daemon never uses
+    memory.one_arena()  # before any thread: see energyhubd.memory
     from energyhubd.kernel.table import NftError
     from energyhubd.service import Daemon
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from energyhubd import __version__, paths
+from energyhubd import __version__, memory, paths
 from energyhubd.config.errors import ConfigError
 from energyhubd.config.model import Config
 from energyhubd.control import snapshot, transports
@@ -83,7 +83,12 @@ class Daemon:
         self.loop.on_signal(signal.SIGHUP, self._on_sighup)
         self.loop.on_signal(signal.SIGUSR1, self.leases_changed)
         self._closers += [
-            nlevents.watch(self.loop, NftMonitor(), DRIFT_DEBOUNCE, self._verify_table),
+            nlevents.watch(
+                self.loop,
+                NftMonitor(self.table.touched_by_others),
+                DRIFT_DEBOUNCE,
+                self._verify_table,
+            ),
             nlevents.watch(self.loop, LinkEvents(), LINK_DEBOUNCE, self._links_changed),
         ]
         # Leases first: after a restart, forwards that follow a device open with the first
@@ -139,6 +144,7 @@ class Daemon:
             started = self.state == "applied"
             self.portal = runner.follow(self.portal, self.loop, config, self.events, self, started)
         self.publish()
+        memory.trim()  # a compile, parse and apply leave freed heap pages behind (glibc)
 
     def _apply_table(self, config: Config, reason: str | None) -> None:
         """Compile and apply the table (and addresses); ``reason`` None: a re-assert only."""

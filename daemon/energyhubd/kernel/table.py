@@ -13,6 +13,12 @@ would give. An unchanged ruleset is recognised in normal form against the last a
 without asking the kernel (external changes are caught by ``verify``, which the nftables
 monitor triggers), so a no-op costs one compile-and-compare and zero kernel calls.
 
+No listing after a write either: the compiler emits rules in the form the kernel lists them
+(``tests/test_kernel_table.py`` checks the normal forms agree for every feature), so the
+written ruleset's normal form is what ``verify`` compares a later listing with. ``verify``
+runs only for changes someone else made to our table (``touched_by_others``: the monitor's
+notifications carry the committing socket's port id), not after our own writes.
+
 Not thread-safe: used only by the daemon's event loop (or a one-shot command).
 """
 
@@ -23,9 +29,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from energyhubd.kernel.nlevents import NETLINK_NETFILTER, NftChange, own_ports
 from energyhubd.policy import nft
 
 Json = dict[str, Any]
+NFPROTO_INET = 1
 
 
 class NftError(Exception):
@@ -45,7 +53,9 @@ class TableState:
 
     desired: Json | None = None  # the compiled ruleset last applied (also what a repair writes)
     desired_normal: Json | None = None  # its normal form: what a no-op compares with
-    applied_normal: Json | None = None  # the kernel's listing of it, normalised (for verify)
+    # What the kernel holds, normalised (verify compares a listing with it); None: unknown,
+    # the next reconcile lists first.
+    applied_normal: Json | None = None
     digest: str | None = None
     applies: int = 0
     writes: int = 0  # reconciles that replaced the table (an unchanged one is not rewritten)
@@ -68,6 +78,7 @@ class Table:
         self._nft.set_json_output(True)
         self._nft.set_handle_output(True)
         self.state = TableState()
+        self._own_ports: set[int] = set()  # netlink port ids of this process (libnftables')
 
     # -- the only kernel calls ------------------------------------------------------------
     def _json_cmd(self, doc: Json) -> None:
@@ -107,8 +118,7 @@ class Table:
                 except NftError as exc:
                     s.last_error = str(exc)
                     raise
-                current = self.current()
-            s.applied_normal = nft.normalise(current) if current else normal
+            s.applied_normal = normal
         seconds = time.monotonic() - started
         s.desired, s.desired_normal, s.digest = ruleset, normal, digest
         s.writes += 1 if changed else 0
@@ -142,8 +152,19 @@ class Table:
             self._json_cmd(transaction)
             self.state.set_writes += 1
 
+    def touched_by_others(self, change: NftChange) -> bool:
+        """Whether an nftables notification needs ``verify``: it concerns our table (or could
+        not be read) and was not committed by this process."""
+        if change.table is not None and (change.table, change.family) != (nft.TABLE, NFPROTO_INET):
+            return False
+        if change.port in self._own_ports:
+            return False
+        # libnftables opens its socket on first use (and may reopen it): learn it once more.
+        self._own_ports = own_ports(NETLINK_NETFILTER)
+        return change.port not in self._own_ports
+
     def verify(self) -> str | None:
-        """After an nftables change by anyone: if our table is gone or altered, restore it.
+        """After someone else changed our table: if it is gone or altered, restore it.
 
         Returns what had happened to it (``deleted`` or ``changed``) when it was restored,
         None when it was as applied. Raises NftError when the restore was refused.

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from energyhubd import memory
 from energyhubd.config.model import Config
 from energyhubd.config.sections.outbound import OutboundSettings
 from energyhubd.loop import EventLoop, Timer
@@ -236,6 +237,7 @@ class Diagnostics:
             log.warning("outbound diagnostics (%s): %s", result.trigger, result.error or problems)
         self._after_run()
         self._publish()
+        memory.trim()  # the run's TLS contexts and sockets leave freed heap pages (glibc)
         # Waiters are released only now, so a status read right after sees this run.
         with self._cond:
             self._completed = result.number

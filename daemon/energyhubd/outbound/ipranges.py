@@ -18,10 +18,11 @@ prefixes for the set (the real file has a few hundred for S3 eu-central-1), ``MI
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import json
 from typing import Any
+
+from energyhubd import memory
 
 DEFAULT_SERVICE = "S3"
 DEFAULT_REGION = "eu-central-1"
@@ -47,24 +48,6 @@ class Prefix(ipaddress.IPv4Network):
     @property
     def broadcast_address(self) -> ipaddress.IPv4Address:
         return ipaddress.IPv4Address(int(self.network_address) | (int(self.netmask) ^ 0xFFFFFFFF))
-
-
-def _release_freed_memory() -> None:
-    """Give the decoded file's freed heap back to the kernel (glibc keeps it otherwise).
-
-    The file is decoded into one large string; once glibc's adaptive mmap threshold has
-    grown, such a block comes from the heap and its pages stay in the RSS after ``free``.
-    ``malloc_trim`` is glibc's; elsewhere (musl on the router) there is nothing to do.
-    """
-    trim = getattr(_LIBC, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
-try:
-    _LIBC: Any = ctypes.CDLL(None)
-except OSError:  # pragma: no cover - a Python without a dynamic C library
-    _LIBC = None
 
 
 class IpRangesError(ValueError):
@@ -109,7 +92,8 @@ def parse_ip_ranges(
     try:
         return _parse(data, service, region)
     finally:
-        _release_freed_memory()
+        # The decoded text was one large block; glibc keeps its pages after free.
+        memory.trim()
 
 
 def _parse(data: bytes, service: str, region: str) -> list[ipaddress.IPv4Network]:
