@@ -553,6 +553,8 @@ def test_display_mac_on_a_second_host_is_flagged_and_cleared() -> None:
         "mac": DISPLAY_MAC,
         "name": "display",
         "ips": ["192.168.254.150", "192.168.254.200"],
+        "signal": "address",
+        "evidence": "answers from 192.168.254.150, 192.168.254.200 in turn (neighbour table)",
     }
     assert registry.summary()["duplicates"][0]["ips"] == ["192.168.254.150", "192.168.254.200"]
     # Still the same clone: no repeat within the hour.

@@ -71,18 +71,18 @@ class DuplicateMacs:
         current = self.current()
         out: list[tuple[str, dict[str, object]]] = []
         for mac, ips in sorted(current.items()):
-            data: dict[str, object] = {
-                "mac": mac,
-                "name": self._watched.get(mac, mac),
-                "ips": _sorted(ips),
-            }
+            data = self._data(mac, ips)
             last = self._reported.get((mac, ips))
             if self._active.get(mac) == ips and last is not None and now - last < REPEAT_S:
                 continue
             self._reported[(mac, ips)] = now
             out.append(("duplicate_mac", data))
         for mac in sorted(set(self._active) - set(current)):
-            cleared: dict[str, object] = {"mac": mac, "name": self._watched.get(mac, mac)}
+            cleared: dict[str, object] = {
+                "mac": mac,
+                "name": self._watched.get(mac, mac),
+                "signal": "address",
+            }
             out.append(("duplicate_mac_cleared", cleared))
         self._active = current
         if len(self._reported) > 256:
@@ -90,10 +90,17 @@ class DuplicateMacs:
         return out
 
     def status(self) -> list[dict[str, object]]:
-        return [
-            {"mac": mac, "name": self._watched.get(mac, mac), "ips": _sorted(ips)}
-            for mac, ips in sorted(self._active.items())
-        ]
+        return [self._data(mac, ips) for mac, ips in sorted(self._active.items())]
+
+    def _data(self, mac: str, ips: frozenset[str]) -> dict[str, object]:
+        listed = _sorted(ips)
+        return {
+            "mac": mac,
+            "name": self._watched.get(mac, mac),
+            "ips": listed,
+            "signal": "address",
+            "evidence": f"answers from {', '.join(listed)} in turn (neighbour table)",
+        }
 
 
 def _sorted(ips: frozenset[str]) -> list[str]:

@@ -2,8 +2,9 @@
 
 Owned by the daemon's event loop. It wakes up only when the kernel says something changed:
 inotify on the lease file's directory, SIGUSR1 from the dnsmasq hook, and netlink neighbour
-events. One slow maintenance timer expires leases and asks the kernel to re-check (ARP) devices
-whose liveness is uncertain.
+events (with the LAN bridge's FDB moves of the reserved MACs, which show a clone). One slow
+maintenance timer expires leases and asks the kernel to re-check (ARP) devices whose liveness
+is uncertain.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class InventoryMonitor:
         )
         self.filewatch = FileWatch(lease_file)
         self.neighbours = NeighbourWatcher(config.lan.device)
+        self.neighbours.watch_macs(self.registry.watched_macs())
         self.lease_reads = 0
         self._lease_lines: dict[bytes, Lease] = {}  # parse cache: only changed lines parsed
         self._vendor = VendorClasses(vendor_class_dir(lease_file))
@@ -125,6 +127,9 @@ class InventoryMonitor:
         events = []
         for update in self.neighbours.drain():
             events += self.registry.apply_neighbour(update, now)
+        ports = self.neighbours.take_ports()
+        if ports:
+            events += self.registry.apply_ports(ports, now)
         self._publish(events)
         self._schedule_maintenance()
         if events:
@@ -157,6 +162,7 @@ class InventoryMonitor:
         self._publish(
             self.registry.configure(settings, _reservations(config), _pool(config), time.time())
         )
+        self.neighbours.watch_macs(self.registry.watched_macs())
 
     def _publish(self, events: list[Any]) -> None:
         if events:

@@ -70,3 +70,16 @@ class NeighbourUpdate:
             "ifindex": self.ifindex,
             "deleted": self.deleted,
         }
+
+
+@dataclass(frozen=True)
+class PortUpdate:
+    """The LAN bridge learnt ``mac`` on bridge port ``port`` (an AF_BRIDGE FDB update).
+
+    Only new or moved entries are reported: the kernel announces an FDB entry when it is
+    created and whenever frames from its MAC arrive on another port.
+    """
+
+    mac: str
+    port: str
+    port_index: int = 0

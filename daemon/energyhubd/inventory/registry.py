@@ -41,8 +41,11 @@ Definitions
   with how many of the leases unknown devices hold. Each fires on crossing upwards and is
   re-armed when usage drops below again; an exhausted pool is reported again every
   ``POOL_REPEAT_S`` while it stays exhausted (33 fake MACs can hold it for a whole lease).
-* ``duplicate_mac`` / ``duplicate_mac_cleared``: a reserved MAC (the display's) answers from
-  two addresses side by side (see ``duplicates.py``).
+* ``duplicate_mac`` / ``duplicate_mac_cleared``: a reserved MAC (the display's) is used by two
+  devices: it answers from two addresses side by side (``signal`` ``address``, see
+  ``duplicates.py``), or on its one address its bridge port or its DHCP client identifier
+  swings back and forth (``port``, ``client_id``, see ``clones.py``). ``evidence`` says what
+  was seen.
 * ``address_conflict``: two MACs claim one IP. A claim is an active lease, or the kernel
   neighbour entry for that IP (not FAILED) naming that MAC. A conflict between the same set of
   MACs on the same IP is reported again only after ``CONFLICT_REPEAT_S`` (ARP entries flip
@@ -61,10 +64,11 @@ from typing import Any
 from energyhubd.config.sections.inventory import InventorySettings
 
 from .classify import ROLE_DISPLAY, ROLE_UNIT, ROLE_UNKNOWN, Reservation, classify
+from .clones import CLIENT_ID, PORT, CloneEvidence
 from .duplicates import DuplicateMacs
 from .events import Event
 from .leases import Lease, LeaseSnapshot
-from .neighbour import ALIVE_STATES, FAILED, REACHABLE, UNKNOWN, NeighbourUpdate
+from .neighbour import ALIVE_STATES, FAILED, REACHABLE, UNKNOWN, NeighbourUpdate, PortUpdate
 
 MAX_DEVICES = 1024  # absent devices are forgotten first when more than this are tracked
 # Forgetting goes down to this many, so a busy LAN at the limit sorts its absent devices once
@@ -201,6 +205,8 @@ class DeviceRegistry:
         self._settling: dict[str, float] = {}  # unknown, not alerted yet: mac -> deadline
         self._duplicates = DuplicateMacs()
         self._duplicates.watch(_watched_macs(self._reservations))
+        self._clones = CloneEvidence()
+        self._clones.watch(_watched_macs(self._reservations))
         self._now = 0.0
         # What the last lease snapshot held, so the next one costs only what changed:
         # mac -> active lease, and ip -> macs holding an active lease on it.
@@ -225,6 +231,7 @@ class DeviceRegistry:
         self._pool = _pool_range(pool)
         self._pool_leased = sum(1 for ip in self._lease_ips if self._in_pool(ip))
         self._duplicates.watch(_watched_macs(self._reservations))
+        self._clones.watch(_watched_macs(self._reservations))
         self._now = now
         for device in self._devices.values():
             self._classify(device)
@@ -278,6 +285,9 @@ class DeviceRegistry:
                 device.lease_since = now
             device.lease_ip, device.lease_expiry = held.ip, held.expiry
             device.hostname = held.hostname
+            # dnsmasq rewrites a lease at every DHCP transaction: the identifier of whoever
+            # asked last (only the watched MACs are kept).
+            self._clones.note(mac, CLIENT_ID, held.client_id, now)
             self._add_lease_ip(held.ip, mac)
             affected_ips.add(held.ip)
             self._classify(device)
@@ -287,6 +297,7 @@ class DeviceRegistry:
         events += conflict_events
         events += self._pool_transition(self._pool_leased, now)
         self._refresh_addresses(diffed | conflict_macs)
+        events += self._clone_events(now)
         self._evict()
         return events
 
@@ -362,13 +373,26 @@ class DeviceRegistry:
         self._evict()
         return events
 
+    def apply_ports(self, updates: Iterable[PortUpdate], now: float) -> list[Event]:
+        """The LAN bridge learnt MACs on bridge ports (kernel FDB updates, in order)."""
+        self._now = now
+        for update in updates:
+            self._clones.note(update.mac, PORT, update.port, now)
+        return self._clone_events(now)
+
+    def watched_macs(self) -> frozenset[str]:
+        """The MACs whose clones are looked for (reservations with a MAC)."""
+        return self._clones.watched()
+
     def _settled_by(self, now: float) -> set[str]:
         """Devices whose settle window has ended: judged by any update, as a full diff would."""
         return {mac for mac, due in self._settling.items() if due <= now}
 
     def next_deadline(self) -> float | None:
         """When ``expire`` must run next for an alert to be on time (None: nothing waits)."""
-        return min(self._settling.values()) if self._settling else None
+        due = [t for t in (self._clones.next_deadline(),) if t is not None]
+        due += [min(self._settling.values())] if self._settling else []
+        return min(due) if due else None
 
     def expire(self, now: float) -> list[Event]:
         """Re-evaluate lease expiry at ``now`` (call now and then, e.g. every minute)."""
@@ -377,6 +401,7 @@ class DeviceRegistry:
         events += self._conflict_events(now)[0]
         events += self._pool_events(now)
         self._refresh_addresses()
+        events += self._clone_events(now)
         return events
 
     def needs_maintenance(self) -> bool:
@@ -507,7 +532,7 @@ class DeviceRegistry:
                 "complete": units >= expected,
             },
             "identifying": identifying,
-            "duplicates": self._duplicates.status(),
+            "duplicates": self._duplicates.status() + self._clones.status(self._held_address),
             "unknown": {
                 "count": len(unknown),
                 "devices": [
@@ -828,6 +853,18 @@ class DeviceRegistry:
     def _duplicate_events(self, now: float) -> list[Event]:
         events = []
         for kind, data in self._duplicates.events(now):
+            severity = "error" if kind == "duplicate_mac" else "info"
+            events.append(Event(kind, now, severity, data))
+        return events
+
+    def _held_address(self, mac: str) -> str | None:
+        """The address a MAC holds (named in clone alerts, even while in conflict)."""
+        device = self._devices.get(mac)
+        return device.address(self._now) if device is not None else None
+
+    def _clone_events(self, now: float) -> list[Event]:
+        events = []
+        for kind, data in self._clones.events(now, self._held_address):
             severity = "error" if kind == "duplicate_mac" else "info"
             events.append(Event(kind, now, severity, data))
         return events
