@@ -287,7 +287,7 @@ def test_clone_on_another_bridge_port_is_flagged_by_the_port_swinging(
         [sys.executable, "-m", "energyhubd.ctl", "--socket", daemon, "status"],
         capture_output=True, text=True, timeout=30,
     ).stdout  # fmt: skip
-    assert f"DUPLICATE MAC {MAC} (display) at {RESERVED}" in status
+    assert f"DUPLICATE MAC {MAC} (display) at {RESERVED}: bridge port alternates" in status
 
 
 def test_clone_behind_one_switch_port_is_flagged_by_its_client_identifier(

@@ -203,6 +203,8 @@ def render_summary(inv: dict[str, Any]) -> str:
         text += f"  CONFLICT {conflict['ip']} claimed by {', '.join(conflict['macs'])}"
     for dup in inv.get("duplicates") or []:
         text += f"  DUPLICATE MAC {dup['mac']} ({dup['name']}) at {', '.join(dup['ips'])}"
+        if dup.get("evidence"):
+            text += f": {dup['evidence']}"
     if pool.get("exhausted"):
         text += "  POOL EXHAUSTED: new devices get no address"
     return text
