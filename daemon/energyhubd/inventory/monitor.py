@@ -2,7 +2,7 @@
 
 Owned by the daemon's event loop. It wakes up only when the kernel says something changed:
 inotify on the lease file's directory, SIGUSR1 from the dnsmasq hook, and netlink neighbour
-events (with the LAN bridge's FDB moves of the reserved MACs, which show a clone). One slow
+events, and the LAN bridge's FDB moves of the reserved MACs (which show a clone). One slow
 maintenance timer expires leases and asks the kernel to re-check (ARP) devices whose liveness
 is uncertain.
 """
@@ -23,6 +23,7 @@ from energyhubd.inventory.leases import Lease, read_lease_file
 from energyhubd.inventory.registry import DeviceRegistry
 from energyhubd.inventory.sanitize import safe_text
 from energyhubd.kernel.dnsmasq import own_lease_file, vendor_class_dir
+from energyhubd.kernel.fdb import FdbWatcher
 from energyhubd.kernel.filewatch import FileWatch
 from energyhubd.kernel.neighbours import NeighbourWatcher
 from energyhubd.loop import EventLoop, Timer
@@ -35,6 +36,7 @@ log = logging.getLogger("energyhubd.inventory")
 # every device leave and come back.
 LEASE_SETTLE = 0.05
 MAINTENANCE_INTERVAL = 60.0
+PORT_READ_INTERVAL = 1.0  # the bridge's FDB moves are read at most this often
 
 
 def lease_file_for(config: Config) -> str:
@@ -78,7 +80,13 @@ class InventoryMonitor:
         )
         self.filewatch = FileWatch(lease_file)
         self.neighbours = NeighbourWatcher(config.lan.device)
-        self.neighbours.watch_macs(self.registry.watched_macs())
+        try:
+            self.fdb = FdbWatcher(config.lan.device)
+        except BaseException:
+            self.neighbours.close()
+            raise
+        self.fdb.watch_macs(self.registry.watched_macs())
+        self._fdb_timer: Timer | None = None
         self.lease_reads = 0
         self._lease_lines: dict[bytes, Lease] = {}  # parse cache: only changed lines parsed
         self._vendor = VendorClasses(vendor_class_dir(lease_file))
@@ -88,6 +96,7 @@ class InventoryMonitor:
         self._settle_at: float | None = None
         loop.add_reader(self.filewatch, self._on_lease_file)
         loop.add_reader(self.neighbours, self._on_neighbours)
+        loop.add_reader(self.fdb, self._on_ports)
         for update in self.neighbours.dump():
             self._publish(self.registry.apply_neighbour(update, time.time()))
         self.read_leases()
@@ -127,13 +136,25 @@ class InventoryMonitor:
         events = []
         for update in self.neighbours.drain():
             events += self.registry.apply_neighbour(update, now)
-        ports = self.neighbours.take_ports()
-        if ports:
-            events += self.registry.apply_ports(ports, now)
         self._publish(events)
         self._schedule_maintenance()
         if events:
             self.on_change()
+
+    def _on_ports(self) -> None:
+        """The bridge moved a reserved MAC between ports. Two hosts sharing it can make that
+        happen at every frame, so after a read this source rests ``PORT_READ_INTERVAL``: the
+        moves queue meanwhile (in order; an overflow loses some, never the swing)."""
+        events = self.registry.apply_ports(self.fdb.drain(), time.time())
+        self._publish(events)
+        if events:
+            self.on_change()
+        self.loop.remove_reader(self.fdb)
+        self._fdb_timer = self.loop.call_later(PORT_READ_INTERVAL, self._resume_ports)
+
+    def _resume_ports(self) -> None:
+        self._fdb_timer = None
+        self.loop.add_reader(self.fdb, self._on_ports)
 
     def _schedule_maintenance(self) -> None:
         """Arm the maintenance timer unless it is armed or there is nothing to maintain.
@@ -162,7 +183,7 @@ class InventoryMonitor:
         self._publish(
             self.registry.configure(settings, _reservations(config), _pool(config), time.time())
         )
-        self.neighbours.watch_macs(self.registry.watched_macs())
+        self.fdb.watch_macs(self.registry.watched_macs())
 
     def _publish(self, events: list[Any]) -> None:
         if events:
@@ -208,10 +229,10 @@ class InventoryMonitor:
         }
 
     def close(self) -> None:
-        for timer in (self._lease_timer, self._maintenance, self._settle_timer):
+        for timer in (self._lease_timer, self._maintenance, self._settle_timer, self._fdb_timer):
             if timer is not None:
                 timer.cancel()
-        for source in (self.filewatch, self.neighbours):
+        for source in (self.filewatch, self.neighbours, self.fdb):
             self.loop.remove_reader(source)
             source.close()
 

@@ -9,11 +9,6 @@ during a dump in a backlog in the same way. Reading the event socket ourselves u
 ``EAGAIN`` is exact on both versions, and a kernel buffer overflow (``ENOBUFS``) is seen
 directly and answered with a full re-dump.
 
-The same socket carries the LAN bridge's forwarding-database (FDB) updates: when frames from
-one MAC arrive on another bridge port the kernel moves the entry and says so. Only the MACs
-given to ``watch_macs`` (the reserved devices') pass the socket filter; their moves are kept
-for ``take_ports`` (a clone of the display's MAC on another port makes the entry swing).
-
 ``probe(ip)`` asks the kernel to (re)resolve an address with ``NTF_USE``: for an unknown or
 FAILED entry an ARP request goes out at once; a STALE entry goes through DELAY/PROBE. The
 answer arrives as ordinary neighbour events. No external tools are needed.
@@ -28,13 +23,13 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from ..inventory.neighbour import NeighbourUpdate, PortUpdate, state_name
+from ..inventory.neighbour import NeighbourUpdate, state_name
 from .rtnl import IPRoute, ndmsg
 
-__all__ = ["NeighbourUpdate", "NeighbourWatcher", "PortUpdate"]
+__all__ = ["NeighbourUpdate", "NeighbourWatcher"]
 
 RTMGRP_LINK = 0x1
 RTMGRP_NEIGH = 0x4
@@ -43,10 +38,6 @@ RTM_DELLINK = 17
 IFLA_IFNAME = 3
 RTM_NEWNEIGH = 28
 RTM_DELNEIGH = 29
-NDA_LLADDR = 2
-AF_BRIDGE = 7
-MAX_WATCHED_MACS = 32  # each costs 4 filter instructions; jumps must stay below 256
-_NDMSG_SIZE = 12
 NLMSG_ERROR = 2
 NLMSG_OVERRUN = 4
 NTF_USE = 0x01
@@ -58,7 +49,6 @@ RCVBUF = 1 << 20
 SO_ATTACH_FILTER = 26
 # Classic BPF opcodes (linux/filter.h) for the kernel-side neighbour filter.
 _BPF_LDH_ABS, _BPF_LDW_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x28, 0x20, 0x15, 0x06
-_BPF_LDB_ABS = 0x30
 _SOCK_FILTER = struct.Struct("=HBBI")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -114,48 +104,25 @@ def _wire(fmt: str, value: int) -> int:
     return int.from_bytes(struct.pack(fmt, value), "big")
 
 
-def neighbour_filter(ifindex: int | None, macs: Collection[str] = ()) -> bytes:
-    """A socket filter passing link messages, neighbour messages of ``ifindex``, and bridge
-    FDB messages about one of ``macs``.
+def neighbour_filter(ifindex: int | None) -> bytes:
+    """A socket filter passing link messages and neighbour messages of ``ifindex`` only.
 
     Why in the kernel: the socket is subscribed to every interface's neighbour changes, and
     with the portal connected the WAN gateway's entry cycles (REACHABLE, STALE, DELAY) as
     MQTT traffic uses it; each change woke the event loop only to be thrown away here. The
     offsets are those of a single-message datagram, as the kernel sends each notification:
-    ``nlmsg_type`` at 4, ``ndm_family`` at 16, ``ndm_ifindex`` at 16 + 4, and in a bridge's
-    FDB message the MAC (``NDA_LLADDR``, the first attribute) at 16 + 12 + 4. A MAC flood
-    teaches the bridge thousands of MACs: none of them wakes the event loop. ``None``: no
-    neighbour message passes.
+    ``nlmsg_type`` at 4, ``ndm_ifindex`` at 16 + 4. ``None``: no neighbour message passes.
     """
     index = _wire("=i", ifindex) if ifindex is not None else _wire("=i", 0)
-    wanted = [bytes.fromhex(m.replace(":", "")) for m in sorted(macs)[:MAX_WATCHED_MACS]]
-    attr = _NLMSGHDR.size + _NDMSG_SIZE
-    # Layout: 0-7 the checks below, 8 the FDB attribute check, four per watched MAC, then
-    # DROP and PASS. A jump counts from the next instruction.
-    drop = 9 + 4 * len(wanted)
-    end = drop + 1  # PASS
-    insns: list[tuple[int, int, int, int]] = [
+    insns = [
         (_BPF_LDH_ABS, 0, 0, 4),  # 0: A = nlmsg_type
         (_BPF_JEQ_K, 1, 0, _wire("=H", RTM_NEWNEIGH)),  # 1: neighbour message -> 3
-        (_BPF_JEQ_K, 0, end - 3, _wire("=H", RTM_DELNEIGH)),  # 2: anything else: pass
-        (_BPF_LDB_ABS, 0, 0, _NLMSGHDR.size),  # 3: A = ndm_family
-        (_BPF_JEQ_K, 2, 0, AF_BRIDGE),  # 4: a bridge FDB message -> 7
-        (_BPF_LDW_ABS, 0, 0, _NLMSGHDR.size + 4),  # 5: A = ndm_ifindex
-        (_BPF_JEQ_K, end - 7, drop - 7, index),  # 6: ours: pass, another's: drop
-        (_BPF_LDH_ABS, 0, 0, attr + 2),  # 7: A = type of the first attribute
-        (_BPF_JEQ_K, 0, drop - 9, _wire("=H", NDA_LLADDR)),  # 8: no MAC first: drop
+        (_BPF_JEQ_K, 0, 2, _wire("=H", RTM_DELNEIGH)),  # 2: anything else -> 5 (pass)
+        (_BPF_LDW_ABS, 0, 0, _NLMSGHDR.size + 4),  # 3: A = ndm_ifindex
+        (_BPF_JEQ_K, 0, 1, index),  # 4: ours -> 5, another interface's -> 6
+        (_BPF_RET_K, 0, 0, 0xFFFFFFFF),  # 5: pass whole
+        (_BPF_RET_K, 0, 0, 0),  # 6: drop
     ]
-    at = 9
-    for mac in wanted:  # A = MAC bytes 0-3, then 4-5; a mismatch tries the next MAC
-        nxt = at + 4
-        insns += [
-            (_BPF_LDW_ABS, 0, 0, attr + 4),
-            (_BPF_JEQ_K, 0, nxt - (at + 2), int.from_bytes(mac[:4], "big")),
-            (_BPF_LDH_ABS, 0, 0, attr + 8),
-            (_BPF_JEQ_K, end - (at + 4), nxt - (at + 4), int.from_bytes(mac[4:], "big")),
-        ]
-        at = nxt
-    insns += [(_BPF_RET_K, 0, 0, 0), (_BPF_RET_K, 0, 0, 0xFFFFFFFF)]  # DROP, PASS
     return b"".join(_SOCK_FILTER.pack(*insn) for insn in insns)
 
 
@@ -198,9 +165,6 @@ class NeighbourWatcher:
         self.resyncs = 0  # table re-reads: events lost (ENOBUFS) or the interface re-created
         self._known: set[str] = set()
         self._relinked = False
-        self._macs: frozenset[str] = frozenset()  # FDB moves of these pass the filter
-        self._ports: list[PortUpdate] = []
-        self._port_names: dict[int, str] = {}
         self._ifindex: int | None = None
         with in_netns(netns):
             self._ipr = IPRoute()
@@ -231,20 +195,8 @@ class NeighbourWatcher:
     @ifindex.setter
     def ifindex(self, value: int | None) -> None:
         if value != self._ifindex:
-            attach_filter(self._sock, neighbour_filter(value, self._macs))
+            attach_filter(self._sock, neighbour_filter(value))
         self._ifindex = value
-
-    def watch_macs(self, macs: Collection[str]) -> None:
-        """Report the LAN bridge's FDB moves of ``macs`` (at most ``MAX_WATCHED_MACS``)."""
-        wanted = frozenset(m.lower() for m in macs)
-        if wanted != self._macs:
-            self._macs = wanted
-            attach_filter(self._sock, neighbour_filter(self._ifindex, wanted))
-
-    def take_ports(self) -> list[PortUpdate]:
-        """The FDB moves of watched MACs read by ``drain`` since the last call, in order."""
-        ports, self._ports = self._ports, []
-        return ports
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -298,10 +250,7 @@ class NeighbourWatcher:
                     msg.decode()
                 except Exception:  # a message we cannot decode must not kill the loop
                     msg = None
-                if msg is not None and msg["family"] == AF_BRIDGE:
-                    if msg_type == RTM_NEWNEIGH:
-                        self._port_message(msg)
-                elif (
+                if (
                     msg is not None
                     and msg["family"] == socket.AF_INET
                     and msg["ifindex"] == self.ifindex
@@ -311,31 +260,6 @@ class NeighbourWatcher:
                         yield update
             offset += (length + 3) & ~3
 
-    def _port_message(self, msg: Any) -> None:
-        """A bridge FDB entry created or moved: keep it if it is a watched MAC on one of our
-        bridge's ports (the bridge's own entries name the bridge itself)."""
-        mac = msg.get_attr("NDA_LLADDR")
-        port = int(msg["ifindex"])
-        if msg.get_attr("NDA_MASTER") != self.ifindex or port == self.ifindex or not mac:
-            return
-        mac = str(mac).lower()
-        if mac in self._macs:
-            self._ports.append(PortUpdate(mac, self._port_name(port), port))
-            del self._ports[:-4096]  # nobody took them: keep the newest
-
-    def _port_name(self, index: int) -> str:
-        name = self._port_names.get(index)
-        if name is None:
-            try:
-                links = self._ipr.get_links(index)
-                name = str(links[0].get_attr("IFLA_IFNAME"))
-            except Exception:  # gone already: its index still tells the ports apart
-                name = f"if{index}"
-            if len(self._port_names) > 256:
-                self._port_names.clear()
-            self._port_names[index] = name
-        return name
-
     def _link_message(self, data: bytes, offset: int, length: int, msg_type: int) -> None:
         """Follow our interface by name across deletion, re-creation and renames."""
         body = offset + _NLMSGHDR.size
@@ -343,7 +267,6 @@ class NeighbourWatcher:
             return
         _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(data, body)
         name = _link_name(data, body + _IFINFOMSG.size, offset + length)
-        self._port_names.pop(index, None)  # a port renamed or gone: look it up again
         if msg_type == RTM_DELLINK:
             if index == self.ifindex:
                 self.ifindex = None
