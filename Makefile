@@ -26,7 +26,7 @@ typecheck: setup
 # figures beside a floor measured in the same run. The installed size (bench/footprint.py)
 # does not depend on the library versions: once.
 BENCH_VENVS := .venv .venv-feed
-BENCHES := run portal inventory leases allowlist config
+BENCHES := run portal inventory leases allowlist config fdb
 
 bench: setup
 	@for venv in $(BENCH_VENVS); do \
