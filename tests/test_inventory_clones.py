@@ -206,3 +206,10 @@ def test_registry_port_swings_raise_and_clear_by_timer() -> None:
     assert due is not None and due <= T0 + 1 + PORT_WINDOW_S
     assert [e.kind for e in reg.expire(due)] == ["duplicate_mac_cleared"]
     assert reg.next_deadline() is None
+
+
+def test_registry_names_the_reserved_address_before_any_lease() -> None:
+    reg = registry()
+    swings = [PortUpdate(MAC, p) for p in ("lan1", "lan2", "lan1", "lan2")]
+    (event,) = reg.apply_ports(swings, T0)
+    assert event.data["ip"] == IP and event.data["ips"] == [IP]

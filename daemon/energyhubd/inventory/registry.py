@@ -858,9 +858,16 @@ class DeviceRegistry:
         return events
 
     def _held_address(self, mac: str) -> str | None:
-        """The address a MAC holds (named in clone alerts, even while in conflict)."""
+        """The address a MAC holds (named in clone alerts, even while in conflict); before
+        its first lease or neighbour entry, the address reserved for it."""
         device = self._devices.get(mac)
-        return device.address(self._now) if device is not None else None
+        ip = device.address(self._now) if device is not None else None
+        if ip is None:
+            ip = next(
+                (r_ip for _n, r_mac, r_ip in self._reservations if r_mac and r_mac.lower() == mac),
+                None,
+            )
+        return ip
 
     def _clone_events(self, now: float) -> list[Event]:
         events = []
