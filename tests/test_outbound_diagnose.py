@@ -260,7 +260,7 @@ def test_diagnose_cli_exit_status(site: MiniLab) -> None:
 
 # -- one run per situation: each flow's code and params --------------------------------------
 
-LAB_ISSUER = "EnergyHub Lab Root CA (EnergyHub Lab)"
+LAB_ISSUER = "EnergyHub Lab Root CA"
 INSPECTOR = "Contoso Inspection CA (Contoso Firewall)"
 SITUATIONS: dict[str, tuple[dict[str, Any], dict[str, tuple[str, dict[str, str]]]]] = {
     # name: (what the situation does, {flow: (code, params)} of the first row of that flow)
@@ -334,6 +334,8 @@ def test_each_situation_gives_each_flow_its_code(site: MiniLab, name: str) -> No
 NO_ROUTE = "203.0.113.200"  # outside the /25 the router has a route for
 UNREACHABLE = "203.0.113.21"  # an "unreachable" route
 FIREWALLED = "203.0.113.22"  # on the link, but our own output chain drops it
+# A UDP check (DNS) is used: a dropped UDP send fails at once with EPERM, while a dropped TCP
+# SYN is retransmitted by the kernel and only times out (it reads as "filtered").
 
 
 @pytest.fixture(scope="module")
@@ -342,15 +344,16 @@ def routes() -> Iterator[str]:
     ns = unique("ehR")
     netns.add_namespace(ns)
     try:
-        netns.ip(ns, "link", "add", "wan", "type", "dummy")
-        netns.ip(ns, "link", "set", "wan", "up")
+        # Both ends of the pair stay here: a link with nobody on it (no dummy module in CI).
+        netns.ip(ns, "link", "add", "wan", "type", "veth", "peer", "name", "void")
+        for link in ("wan", "void"):
+            netns.ip(ns, "link", "set", link, "up")
         netns.ip(ns, "addr", "add", "203.0.113.2/25", "dev", "wan")
         netns.ip(ns, "route", "add", "unreachable", f"{UNREACHABLE}/32")
-        rules = (
-            "table inet egress { chain output { type filter hook output priority 0; "
-            f"ip daddr {FIREWALLED} drop; }} }}"
-        )
-        netns.ns_run(ns, ["nft", rules])
+        chain = "{ type filter hook output priority 0; }"
+        netns.ns_run(ns, ["nft", "add table inet egress"])
+        netns.ns_run(ns, ["nft", f"add chain inet egress output {chain}"])
+        netns.ns_run(ns, ["nft", f"add rule inet egress output ip daddr {FIREWALLED} drop"])
         yield ns
     finally:
         netns.delete_namespace(ns)
@@ -369,13 +372,13 @@ def test_the_router_s_own_routes_and_firewall_are_told_apart(
 ) -> None:
     script = (
         "import json,sys\n"
-        "from energyhubd.outbound.diagnose import check_tcp\n"
-        "print(json.dumps(check_tcp('gateway', sys.argv[1], sys.argv[1], 2443, 2.0).as_dict()))\n"
+        "from energyhubd.outbound.diagnose import check_dns\n"
+        "print(json.dumps(check_dns(sys.argv[1], 'data2.ferroamp.se', 2.0).as_dict()))\n"
     )
     row = json.loads(netns.ns_run(routes, [sys.executable, "-c", script, address]))
     assert_wire_shape(row)
     assert (row["code"], row["params"]) == (code, {})
-    assert row["reason"] == f"TCP 2443 to {address}: {words}"
+    assert row["reason"] == f"DNS server {address}: {words}"
 
 
 CODES_MADE_HERE = (
