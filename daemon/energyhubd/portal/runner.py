@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from energyhubd import __version__
+from energyhubd import __version__, memory
 from energyhubd.config.model import Config
 from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.inventory.events import Event, EventStream
@@ -188,6 +188,7 @@ class PortalRunner:
                 log.info("portal link up (%s)", state.reason)
                 if time.monotonic() - self._last_health >= HEALTH_MIN_GAP:
                     self.send_health()  # the portal sees the site's state at once
+                memory.trim()  # the TLS handshake and CONNECT leave freed heap pages (glibc)
             elif state.reason == "identity_conflict":
                 log.warning("portal link: another site uses this device's identity")
         else:
