@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from energyhubd import __version__, memory, paths
-from energyhubd.config.errors import ConfigError
 from energyhubd.config.model import Config
 from energyhubd.control import snapshot, transports
 from energyhubd.control.status import DaemonControl, build_method_table, portal_command
@@ -54,7 +53,6 @@ class Daemon:
     ) -> None:
         self.pid_file, self.started = pid_file, time.time()
         self.loop, self.events, self.local = EventLoop(), EventStream(), LocalConfig(config_path)
-        self.config_error: list[dict[str, str]] | None = None
         self.table, self.netlink = Table(), Netlink()
         self.wan = Wan(self.loop, self.netlink, resolv_file, wan_dhcp)
         self.dhcp = DhcpServer(self.loop, resolv_file, self.publish)
@@ -66,13 +64,15 @@ class Daemon:
             self.table, self.netlink, self.events, self.outbound.egress_inputs, self.live_addresses
         )
         self.handlers = Handlers(
+            self.local,
             self.policy,
             self.table,
             self.wan,
             self.outbound,
             self.events,
-            self.publish,
-            lambda: self.portal.wan_up() if self.portal is not None else None,
+            reconcile=self.reconcile,
+            publish=self.publish,
+            wan_up=lambda: self.portal.wan_up() if self.portal is not None else None,
         )
         self.methods = build_method_table(
             DaemonControl(
@@ -81,7 +81,7 @@ class Daemon:
                 lambda: self.snapshot,
                 lambda: self.portal,
                 lambda: self.policy.config,
-                self.reload,
+                self.handlers.reload,
             )
         )
         self.portal_host = DaemonHost(
@@ -101,7 +101,7 @@ class Daemon:
             paths.write_pid_file(self.pid_file)
         self.loop.on_signal(signal.SIGTERM, self.stop)
         self.loop.on_signal(signal.SIGINT, self.stop)
-        self.loop.on_signal(signal.SIGHUP, self._on_sighup)
+        self.loop.on_signal(signal.SIGHUP, self.handlers.sighup)
         self.loop.on_signal(signal.SIGUSR1, self.leases_changed)
         nft_monitor = NftMonitor(self.table.touched_by_others)
         self._closers += [
@@ -169,27 +169,6 @@ class Daemon:
         self.publish()
         memory.trim()  # a compile, parse and apply leave freed heap pages behind (glibc)
 
-    def _on_sighup(self) -> None:
-        self.reload("SIGHUP")
-
-    def reload(self, reason: str = "reload") -> dict[str, Any]:
-        try:
-            config = self.local.load()
-        except ConfigError as exc:
-            self.config_error = [e.as_dict() for e in exc.errors]
-            problems = "; ".join(str(e) for e in exc.errors)
-            log.error("configuration rejected, running policy kept: %s", problems)
-            self.publish()
-            return {"applied": False, "errors": self.config_error}
-        try:
-            self.reconcile(config, reason)
-        except NftError as exc:
-            log.error("policy not applied, running policy kept: %s", exc)
-            return {"applied": False, "errors": [{"field": "", "reason": str(exc)}]}
-        self.local.config, self.config_error = config, None
-        self.publish()
-        return {"applied": True, "version": config.version, "digest": self.table.state.digest}
-
     # -- the inventory, which a reconcile may replace ----------------------------------------
     def _configure_inventory(self, config: Config) -> None:
         self.inventory = inventory_monitor.follow(
@@ -214,7 +193,7 @@ class Daemon:
             started=self.started,
             source=self.local.path or "built-in defaults",
             config=policy.config,
-            config_error=self.config_error,
+            config_error=self.local.rejected,
             policy_state=policy.state,
             policy_warnings=policy.warnings,
             table=self.table.status(),
