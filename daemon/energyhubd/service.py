@@ -44,6 +44,10 @@ LINK_DEBOUNCE = 0.2
 
 
 class Daemon:
+    """Builds the parts and hands each adapter (``DaemonControl``, ``DaemonHost``,
+    ``Handlers``) only what it uses; ``portal`` and ``inventory`` are replaced by a reconcile,
+    so those are read through this object when needed."""
+
     def __init__(
         self,
         config_path: str | None,
