@@ -34,6 +34,7 @@ from energyhubd.loop import EventLoop
 from energyhubd.outbound.service import OutboundService
 from energyhubd.policy import nft
 from energyhubd.portal import runner
+from energyhubd.portal.badstate import BadStateFiles
 from energyhubd.portal.local import LocalConfig
 from energyhubd.portal.runner import PortalRunner
 
@@ -68,6 +69,8 @@ class Daemon:
         self.inventory: InventoryMonitor | None = None
         self.outbound = OutboundService(self.loop, self.table, resolv_file, self.publish)
         self.portal: PortalRunner | None = None
+        # Outlives every portal runner: a reload that restarts the link keeps the status line.
+        self.bad_state_files = BadStateFiles(self.events)
         self.snapshot: dict[str, Any] = {}
         self.methods = build_method_table(self)
         self._closers: list[Callable[[], object]] = []
@@ -94,7 +97,9 @@ class Daemon:
         # Leases first: after a restart, forwards that follow a device open with the first
         # apply; the portal first: a push left unconfirmed by a crash is rolled back instead.
         self._configure_inventory(config)
-        self.portal = runner.follow(None, self.loop, config, self.events, self, start=False)
+        self.portal = runner.follow(
+            None, self.loop, config, self.events, self, self.bad_state_files, start=False
+        )
         if self.portal is None or not self.portal.recover():
             last_good = self.portal.store.last_good_or_none() if self.portal else None
             self.reconcile(self.local.startup(config, last_good), "start")
@@ -142,7 +147,9 @@ class Daemon:
         self.outbound.configure(config)
         if portal:
             started = self.state == "applied"
-            self.portal = runner.follow(self.portal, self.loop, config, self.events, self, started)
+            self.portal = runner.follow(
+                self.portal, self.loop, config, self.events, self, self.bad_state_files, started
+            )
         self.publish()
         memory.trim()  # a compile, parse and apply leave freed heap pages behind (glibc)
 
@@ -283,6 +290,7 @@ class Daemon:
             policy_warnings=self.warnings,
             table=self.table.status(),
             portal=self.portal.facts() if self.portal is not None else None,
+            state_files=self.bad_state_files.status(),
             wan=self.wan_facts,
             dhcp_server=self.dhcp.status(self.config) if self.config else None,
             inventory=inv.status() if inv is not None else None,
