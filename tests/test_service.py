@@ -22,6 +22,7 @@ from energyhubd.config.load import parse_document
 from energyhubd.kernel import running
 from energyhubd.kernel.apply import PolicyOutcome
 from energyhubd.kernel.netlink import WanState
+from energyhubd.portal import runner as portal_runner
 from energyhubd.portal.runner import PortalRunner
 from tests.portal_broker import DEVICE, Broker, free_port, make_pki, settings_for
 
@@ -115,7 +116,13 @@ def test_wan_getting_an_address_makes_the_portal_link_retry_at_once(
     port = free_port()
     settings = settings_for(pki, port, backoff_initial=120.0, backoff_max=120.0)
     runner = PortalRunner(
-        daemon.loop, settings, DEVICE, str(tmp_path), daemon.events, daemon.portal_host
+        daemon.loop,
+        settings,
+        DEVICE,
+        str(tmp_path),
+        daemon.events,
+        daemon.portal_host,
+        daemon.bad_state_files,
     )
     daemon.portal = runner
     on_loop(daemon, runner.start)
@@ -168,3 +175,52 @@ def test_a_lease_event_without_a_changed_forward_target_applies_nothing(
     assert calls == ["start", "device address changed"]
     on_loop(daemon, daemon.handlers.devices_moved)
     assert calls == ["start", "device address changed"]
+
+
+def test_a_portal_restart_keeps_the_bad_state_file_line(
+    daemon: service.Daemon, tmp_path: Path
+) -> None:
+    """The runner that found a bad state file is replaced when the portal section changes,
+    and stopped when the portal is switched off; the status line stays (the daemon owns it)
+    and the event is not told twice."""
+    pki = make_pki(tmp_path / "pki")
+    state = tmp_path / "state"
+    (state / "portal").mkdir(parents=True)
+    (state / "portal" / "failed.json").write_bytes(b"")
+    port = free_port()  # no broker: the link only retries
+
+    def config(**portal: Any) -> Any:
+        base = settings_for(pki, port)
+        section = {
+            "host": base.host,
+            "port": port,
+            "ca_file": base.ca_file,
+            "cert_file": base.cert_file,
+            "key_file": base.key_file,
+            **portal,
+        }
+        return parse_document({"platform": "linux", "state_dir": str(state), "portal": section})
+
+    def follow(document: Any) -> None:
+        """The portal step of ``reconcile`` (the kernel steps need a namespace)."""
+        daemon.policy.config = document
+        daemon.portal = portal_runner.follow(
+            daemon.portal, daemon.loop, document, daemon.events, daemon.portal_host,
+            daemon.bad_state_files, start=True,
+        )  # fmt: skip
+        daemon.publish()
+
+    first = config(backoff_max=60)
+    on_loop(daemon, lambda: follow(first))
+    found = daemon.snapshot["portal"]["state_files"]
+    assert [line["file"] for line in found] == ["failed.json"]
+    assert found[0]["moved_to"].startswith("failed.json.corrupt-")
+    before = daemon.portal
+    on_loop(daemon, lambda: follow(config(backoff_max=61)))
+    assert daemon.portal is not None and daemon.portal is not before  # a new link runs
+    assert daemon.snapshot["portal"]["state_files"] == found
+    on_loop(daemon, lambda: follow(config(enabled=False)))
+    assert daemon.portal is None
+    assert daemon.snapshot["portal"]["enabled"] is False
+    assert daemon.snapshot["portal"]["state_files"] == found
+    assert len(daemon.events.history("state_file_corrupt")) == 1

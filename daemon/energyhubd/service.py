@@ -33,6 +33,7 @@ from energyhubd.kernel.wan import Wan
 from energyhubd.loop import EventLoop
 from energyhubd.outbound.service import OutboundService
 from energyhubd.portal import runner
+from energyhubd.portal.badstate import BadStateFiles
 from energyhubd.portal.host import DaemonHost
 from energyhubd.portal.local import LocalConfig
 from energyhubd.portal.runner import PortalRunner
@@ -63,6 +64,8 @@ class Daemon:
         self.inventory: InventoryMonitor | None = None
         self.outbound = OutboundService(self.loop, self.table, resolv_file, self.publish)
         self.portal: PortalRunner | None = None
+        # Outlives every portal runner: a reload that restarts the link keeps the status line.
+        self.bad_state_files = BadStateFiles(self.events)
         self.snapshot: dict[str, Any] = {}
         self.policy = RunningPolicy(
             self.table, self.netlink, self.events, self.outbound.egress_inputs, self.live_addresses
@@ -115,7 +118,9 @@ class Daemon:
         # Leases first: after a restart, forwards that follow a device open with the first
         # apply; the portal first: a push left unconfirmed by a crash is rolled back instead.
         self._configure_inventory(config)
-        self.portal = runner.follow(None, self.loop, config, self.events, self.portal_host, False)
+        self.portal = runner.follow(
+            None, self.loop, config, self.events, self.portal_host, self.bad_state_files, False
+        )
         if self.portal is None or not self.portal.recover():
             last_good = self.portal.store.last_good_or_none() if self.portal else None
             self.reconcile(self.local.startup(config, last_good), "start")
@@ -168,7 +173,13 @@ class Daemon:
         if portal:
             started = self.policy.state == "applied"
             self.portal = runner.follow(
-                self.portal, self.loop, config, self.events, self.portal_host, started
+                self.portal,
+                self.loop,
+                config,
+                self.events,
+                self.portal_host,
+                self.bad_state_files,
+                started,
             )
         self.publish()
         memory.trim()  # a compile, parse and apply leave freed heap pages behind (glibc)
@@ -202,6 +213,7 @@ class Daemon:
             policy_warnings=policy.warnings,
             table=self.table.status(),
             portal=self.portal.facts() if self.portal is not None else None,
+            state_files=self.bad_state_files.status(),
             wan=self.wan.last_facts,
             dhcp_server=self.dhcp.status(policy.config) if policy.config else None,
             inventory=inv.status() if inv is not None else None,
