@@ -101,6 +101,7 @@ class PortalRunner:
         self._health_timer: Timer | None = None
         self._tick_timer: Timer | None = None
         self._last_health = 0.0
+        self._last_health_online = False  # the last report was built with the link up
         self._last_significant: tuple[Any, ...] | None = None
         self.link: PortalLink | None = None
         self.controller = PushController(
@@ -180,8 +181,13 @@ class PortalRunner:
                 self.reconnects += 1 if self.last_reason != "starting" else 0
                 self.connected_since = time.time()
                 log.info("portal link up (%s)", state.reason)
-                if time.monotonic() - self._last_health >= HEALTH_MIN_GAP:
+                wait = HEALTH_MIN_GAP - (time.monotonic() - self._last_health)
+                if wait <= 0:
                     self.send_health()  # the portal sees the site's state at once
+                elif not self._last_health_online:
+                    # The last report was built while the link was down and is queued saying
+                    # so: follow it with a fresh one as soon as the rate limit allows.
+                    self._schedule_health(wait)
                 memory.trim()  # the TLS handshake and CONNECT leave freed heap pages (glibc)
             elif state.reason == "identity_conflict":
                 log.warning("portal link: another site uses this device's identity")
@@ -322,6 +328,7 @@ class PortalRunner:
         status = self.status()
         self._last_significant = significant(status)
         self._last_health = time.monotonic()
+        self._last_health_online = self.connected_since is not None
         if self.link is not None:
             clock = {"synchronised": kernel_clock_synchronised()}
             self.link.publish_health(build_health(status, self.link_facts(), clock))
