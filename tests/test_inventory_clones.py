@@ -213,3 +213,35 @@ def test_registry_names_the_reserved_address_before_any_lease() -> None:
     swings = [PortUpdate(MAC, p) for p in ("lan1", "lan2", "lan1", "lan2")]
     (event,) = reg.apply_ports(swings, T0)
     assert event.data["ip"] == IP and event.data["ips"] == [IP]
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.sampled_from(["renew", "reboot", "relearn", "rename", "move"]), max_size=30),
+    st.lists(st.floats(1.0, 7200.0), min_size=30, max_size=30),
+)
+def test_property_one_display_living_its_life_is_never_a_clone(
+    steps: list[str], pace: list[float]
+) -> None:
+    """The registry fed as the monitor feeds it: renewals, reboots (released, leased again,
+    the port learnt again), a rename and a move to another port (each at most once)."""
+    reg = registry()
+    cid = "01:02:eb:00:00:00:01"
+    host, port = "display", "lan1"
+    now = T0
+    events = reg.apply_leases(lease(now + 86400, host, cid), now)
+    events += reg.apply_ports([PortUpdate(MAC, port)], now)
+    for step, gap in zip(steps, pace, strict=False):
+        now += gap
+        if step == "reboot":
+            events += reg.apply_leases(LeaseSnapshot(), now)
+            events += reg.apply_ports([PortUpdate(MAC, port)], now + 0.5)
+        elif step == "rename":
+            host = "panel"
+        elif step == "move":
+            port = "lan3"
+        if step in ("relearn", "move"):
+            events += reg.apply_ports([PortUpdate(MAC, port)], now)
+        events += reg.apply_leases(lease(now + 86400 + 1, host, cid), now + 1)
+        events += reg.expire(now + 2)
+    assert not [e for e in events if e.kind.startswith("duplicate_mac")]
