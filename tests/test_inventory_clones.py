@@ -245,3 +245,8 @@ def test_property_one_display_living_its_life_is_never_a_clone(
         events += reg.apply_leases(lease(now + 86400 + 1, host, cid), now + 1)
         events += reg.expire(now + 2)
     assert not [e for e in events if e.kind.startswith("duplicate_mac")]
+
+
+def test_an_identifier_made_up_anew_at_every_boot_is_not_a_clone() -> None:
+    ids = [f"ff:00:00:00:{n:02x}" for n in range(20)]
+    assert feed(evidence(), CLIENT_ID, ids, 600.0) == []
