@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import cast
 
@@ -656,3 +657,43 @@ def test_maintenance_is_needed_only_while_there_is_something_to_maintain() -> No
     assert registry.needs_maintenance() is any(d["present"] for d in registry.devices())
     registry.apply_neighbour(NeighbourUpdate("192.168.254.230", STRANGER, "reachable"), T0 + 3)
     assert registry.needs_maintenance()  # a pool address awaiting its lease (grace)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, max_size=40), st.floats(min_value=0.0, max_value=1.0))
+def test_nothing_is_due_before_next_due_and_a_round_moves_it_on(
+    steps: list[tuple[str, object]], fraction: float
+) -> None:
+    """The monitor sleeps until ``next_due`` (or a settle deadline): any time before it, a
+    maintenance round finds nothing; a round at it moves the due time past it (no busy loop)."""
+    registry = DeviceRegistry(SETTINGS, RESERVATIONS, ("192.168.254.200", "192.168.254.209"))
+    now = T0
+    for kind, arg in steps:
+        now += 50
+        if kind == "leases":
+            assert isinstance(arg, list)
+            expiries = [0, now + 100, now + DAY, now - 1]
+            registry.apply_leases(snap(*(lease(m, ip, None, expiries[e]) for m, ip, e in arg)), now)
+        elif kind == "neigh":
+            ip, mac, state, deleted = cast(tuple[str, str | None, str, bool], arg)
+            if state in ("failed", "unknown") or deleted:
+                mac = None
+            registry.apply_neighbour(NeighbourUpdate(ip, mac, state, 0, deleted), now)
+        else:
+            registry.expire(now)
+    registry.expire(now)  # whatever was due by now is done
+    registry.probe_candidates(now)
+    due = registry.next_due(now)
+    limits = [t for t in (due, registry.next_deadline()) if t is not None]
+    horizon = min(limits) if limits else now + 3 * DAY
+    if horizon <= now:  # a settle deadline already past: the settle timer's, not ours
+        return
+    before = copy.deepcopy(registry)
+    early = now + (horizon - now) * fraction * 0.999
+    assert before.expire(early) == []
+    assert before.probe_candidates(early) == []
+    if due is not None and (registry.next_deadline() is None or due <= registry.next_deadline()):
+        registry.expire(due)
+        registry.probe_candidates(due)
+        later = registry.next_due(due)
+        assert later is None or later > due

@@ -20,7 +20,7 @@ from typing import Any
 from energyhubd.config.model import Config
 from energyhubd.inventory.events import EventStream
 from energyhubd.inventory.leases import Lease, read_lease_file
-from energyhubd.inventory.registry import DeviceRegistry
+from energyhubd.inventory.registry import PROBE_QUIET_S, DeviceRegistry
 from energyhubd.inventory.sanitize import safe_text
 from energyhubd.kernel.dnsmasq import own_lease_file, vendor_class_dir
 from energyhubd.kernel.fdb import FdbWatcher
@@ -35,7 +35,13 @@ log = logging.getLogger("energyhubd.inventory")
 # dnsmasq truncates the lease file before rewriting it; reading a moment later avoids seeing
 # every device leave and come back.
 LEASE_SETTLE = 0.05
-MAINTENANCE_INTERVAL = 60.0
+# Maintenance runs when the registry says something is due (``next_due``), not on a minute
+# tick. A quiet device is probed together with any other that is due within PROBE_BATCH_S,
+# so the devices of a site stay in one round (one wake-up, one burst of answers).
+PROBE_BATCH_S = 60.0
+MAINTENANCE_MIN_GAP = 1.0  # a due time already past runs soon, never in a tight loop
+# Safety net while devices are present but nothing is due: at most this long between rounds.
+MAINTENANCE_MAX = 600.0
 PORT_READ_INTERVAL = 1.0  # the bridge's FDB moves are read at most this often
 
 
@@ -157,18 +163,27 @@ class InventoryMonitor:
         self.loop.add_reader(self.fdb, self._on_ports)
 
     def _schedule_maintenance(self) -> None:
-        """Arm the maintenance timer unless it is armed or there is nothing to maintain.
-
-        An empty LAN needs no minute timer: the next lease or neighbour event arms it again.
-        """
-        if self._maintenance is None and self.registry.needs_maintenance():
-            self._maintenance = self.loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
+        """Arm the maintenance timer for the registry's next due time, earlier than an armed
+        one when an update brought it forward; none on an empty LAN (the next lease or
+        neighbour event arms it again)."""
+        if not self.registry.needs_maintenance():
+            return
+        now = time.time()
+        due = self.registry.next_due(now)
+        delay = MAINTENANCE_MAX if due is None else min(due - now, MAINTENANCE_MAX)
+        delay = max(delay, MAINTENANCE_MIN_GAP)
+        if self._maintenance is not None:
+            if self._maintenance.when <= time.monotonic() + delay:
+                return  # armed early enough
+            self._maintenance.cancel()
+        self._maintenance = self.loop.call_later(delay, self._maintain)
 
     def _maintain(self) -> None:
         self._maintenance = None
         now = time.time()
         events = self.registry.expire(now)
-        for ip in self.registry.probe_candidates(now):
+        quiet = PROBE_QUIET_S - PROBE_BATCH_S
+        for ip in self.registry.probe_candidates(now, quiet_for=quiet):
             try:
                 self.neighbours.probe(ip)
             except OSError as exc:

@@ -59,7 +59,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from energyhubd.config.sections.inventory import InventorySettings
 
@@ -404,6 +404,36 @@ class DeviceRegistry:
         events += self._clone_events(now)
         return events
 
+    def next_due(self, now: float) -> float | None:
+        """The earliest time ``expire`` or ``probe_candidates`` can find work without another
+        update in between: a lease running out, a quiet device's probe, the end of a pool
+        address's lease grace, the hourly repeat of a full pool. None: nothing waits for time
+        (an empty LAN, or every device's entry is REACHABLE: the kernel's STALE update arrives
+        as an update and asks again).
+
+        Settle windows are ``next_deadline``'s. Lets the monitor sleep until then instead of
+        waking every minute.
+        """
+        due: list[float] = []
+        for device in self._devices.values():
+            expiry = device.lease_expiry
+            if device.lease_ip is not None and expiry and expiry > now:
+                due.append(float(expiry))
+            if self._probe_due(device, now):
+                due.append(max(device.last_seen, device.last_probe) + PROBE_QUIET_S)
+        for mac in self._awaiting:  # a pool address seen without a lease: its grace ends
+            due.append(self._devices[mac].first_seen + LEASE_GRACE_S)
+        if self._pool_exhausted:
+            due.append(self._pool_exhausted_at + POOL_REPEAT_S)
+        return min(due) if due else None
+
+    @staticmethod
+    def _probe_due(device: _Device, now: float) -> bool:
+        """Whether ``device`` is one ``probe_candidates`` re-checks once it has been quiet."""
+        return (
+            device.present and device.address(now) is not None and device.neigh_state != REACHABLE
+        )
+
     def needs_maintenance(self) -> bool:
         """Can ``expire``/``probe_candidates`` ever find work? Not on an empty LAN: no present
         device to re-check, no lease to expire, nobody waiting out the lease grace."""
@@ -419,18 +449,18 @@ class DeviceRegistry:
         unit keeps its 24 h lease and a STALE entry is never re-checked without traffic.
         So every present device not heard from (neighbour REACHABLE, ARP, lease renewal) for
         ``quiet_for`` seconds is probed, at most once per ``quiet_for``; the answer (REACHABLE
-        or FAILED) arrives as neighbour updates. Call it about once a minute.
+        or FAILED) arrives as neighbour updates. Call it at ``next_due`` (a shorter
+        ``quiet_for`` lets devices that are nearly due go along in the same round).
         """
         self._now = now
         out: list[str] = []
         for device in self._devices.values():
-            ip = device.address(now)
-            if not device.present or ip is None or device.neigh_state == REACHABLE:
+            if not self._probe_due(device, now):
                 continue
             if now - device.last_seen < quiet_for or now - device.last_probe < quiet_for:
                 continue
             device.last_probe = now
-            out.append(ip)
+            out.append(cast(str, device.address(now)))
         return sorted(out, key=_ip_key)
 
     # ----------------------------------------------------------------- queries
