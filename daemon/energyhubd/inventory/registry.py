@@ -385,8 +385,9 @@ class DeviceRegistry:
     def next_due(self, now: float) -> float | None:
         """The earliest time ``expire`` or ``probe_candidates`` can find work without another
         update in between: a lease running out, a quiet device's probe, the end of a pool
-        address's lease grace, the hourly repeat of a full pool. None: nothing waits for time (an empty LAN, or every device's entry is
-        REACHABLE: the kernel's STALE update arrives as an update and asks again).
+        address's lease grace, the hourly repeat of a full pool. None: nothing waits for time
+        (an empty LAN, or every device's entry is REACHABLE: the kernel's STALE update
+        arrives as an update and asks again).
 
         Settle windows are ``next_deadline``'s. Lets the monitor sleep until then instead of
         waking every minute.
