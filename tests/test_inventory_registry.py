@@ -20,6 +20,7 @@ from energyhubd.inventory.registry import (
     LEASE_GRACE_S,
     LEASE_WAIT_S,
     POOL_REPEAT_S,
+    PROBE_QUIET_S,
     UNKNOWN_SETTLE_S,
     DeviceRegistry,
 )
@@ -312,11 +313,18 @@ def test_quiet_devices_are_probed_and_an_unplugged_unit_leaves() -> None:
     assert registry.probe_candidates(T0 + 10) == []  # just heard from (lease seen)
     registry.apply_neighbour(NeighbourUpdate(ip, mac, "reachable"), T0 + 60)
     registry.apply_neighbour(NeighbourUpdate(ip, mac, "stale"), T0 + 90)  # timer, not news
-    candidates = registry.probe_candidates(T0 + 200)
-    assert ip in candidates and "192.168.254.200" in candidates  # never seen in ARP either
-    assert registry.probe_candidates(T0 + 210) == []  # not again right away
+    due = T0 + 60 + PROBE_QUIET_S  # quiet since its last REACHABLE
+    assert registry.next_due(T0 + 100) == T0 + PROBE_QUIET_S  # the others: since the lease
+    assert registry.probe_candidates(due - 1) == [
+        "192.168.254.200",  # never seen in ARP either
+        "192.168.254.201",
+        "192.168.254.202",
+    ]
+    candidates = registry.probe_candidates(due + 20)
+    assert candidates == [ip]
+    assert registry.probe_candidates(due + 30) == []  # not again right away
     # The probe goes unanswered: the unit is unplugged although its lease runs for a day.
-    events = registry.apply_neighbour(NeighbourUpdate(ip, None, "failed"), T0 + 205)
+    events = registry.apply_neighbour(NeighbourUpdate(ip, None, "failed"), due + 25)
     assert kinds(events) == ["device_left"]
     assert registry.summary()["units"]["text"] == "2/3"
 
