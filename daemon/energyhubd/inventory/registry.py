@@ -398,7 +398,7 @@ class DeviceRegistry:
         return min(due) if due else None
 
     def expire(self, now: float) -> list[Event]:
-        """Re-evaluate lease expiry at ``now`` (call now and then, e.g. every minute)."""
+        """Re-evaluate what time changes at ``now`` (run at ``next_due`` or ``next_deadline``)."""
         self._now = now
         events = self._diff(now, default_reason="lease ended")
         events += self._conflict_events(now)[0]
