@@ -31,7 +31,8 @@ WORKER = r"""
 import gc, json, sys, tracemalloc
 from energyhub_lab.awsranges import synthetic_ip_ranges
 from energyhubd.config.load import parse_document
-from energyhubd.outbound import egress, ipranges
+from energyhubd.outbound import ipranges
+from energyhubd.policy import egress
 
 def rss():
     for line in open("/proc/self/status"):
