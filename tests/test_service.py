@@ -8,7 +8,6 @@ portal runner and its MQTT link (against a real mosquitto on loopback) are real.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ from energyhubd.config.load import parse_document
 from energyhubd.kernel.apply import PolicyOutcome
 from energyhubd.kernel.netlink import WanState
 from energyhubd.portal.runner import PortalRunner
+from tests import loopthread
+from tests.loopthread import on_loop
 from tests.portal_broker import DEVICE, Broker, free_port, make_pki, settings_for
 
 pytest.importorskip("nftables")
@@ -72,27 +73,12 @@ def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[service.Daemon]:
     d.netlink = d.wan.netlink = FakeNetlink()  # type: ignore[assignment]
     d.outbound = FakeOutbound()  # type: ignore[assignment]
     d.config = parse_document({"platform": "linux"})
-    thread = threading.Thread(target=d.loop.run, daemon=True)
-    thread.start()
-    try:
-        yield d
-    finally:
-        if d.portal is not None:
-            d.portal.stop()
-        d.loop.stop()
-        thread.join(5)
-        d.loop.close()
-
-
-def on_loop(d: service.Daemon, func: Callable[[], object]) -> None:
-    done = threading.Event()
-
-    def run() -> None:
-        func()
-        done.set()
-
-    d.loop.post(run)
-    assert done.wait(5)
+    with loopthread.running(d.loop):
+        try:
+            yield d
+        finally:
+            if d.portal is not None:
+                d.portal.stop()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -113,17 +99,17 @@ def test_wan_getting_an_address_makes_the_portal_link_retry_at_once(
     settings = settings_for(pki, port, backoff_initial=120.0, backoff_max=120.0)
     runner = PortalRunner(daemon.loop, settings, DEVICE, str(tmp_path), daemon.events, daemon)
     daemon.portal = runner
-    on_loop(daemon, runner.start)
+    on_loop(daemon.loop, runner.start)
     # The first attempt fails (no broker yet): the link now sleeps 60-120 s.
     assert wait_for(lambda: runner.last_reason != "starting", 15), runner.last_reason
     broker = Broker(pki, tmp_path / "broker", port=port)
     try:
         broker.start()
-        on_loop(daemon, daemon._links_changed)  # links changed, but the WAN has no address
+        on_loop(daemon.loop, daemon._links_changed)  # links changed, but the WAN has no address
         time.sleep(1.0)
         assert runner.connected_since is None
         daemon.netlink.addresses = ("198.51.100.100/24",)  # type: ignore[attr-defined]
-        on_loop(daemon, daemon._links_changed)  # the WAN got its address
+        on_loop(daemon.loop, daemon._links_changed)  # the WAN got its address
         assert wait_for(lambda: runner.connected_since is not None, 20), runner.last_reason
     finally:
         broker.stop(signal.SIGKILL)
@@ -143,8 +129,8 @@ def test_a_lease_event_without_a_changed_forward_target_applies_nothing(
 
     monkeypatch.setattr(service.Daemon, "_apply_table", counting)
     assert daemon.config is not None
-    on_loop(daemon, lambda: daemon._apply_table(daemon.config, "start"))  # type: ignore[arg-type]
-    on_loop(daemon, daemon._inventory_changed)
+    on_loop(daemon.loop, lambda: daemon._apply_table(daemon.config, "start"))  # type: ignore[arg-type]
+    on_loop(daemon.loop, daemon._inventory_changed)
     assert calls == ["start"]
     forwards = {
         "platform": "linux",
@@ -158,7 +144,7 @@ def test_a_lease_event_without_a_changed_forward_target_applies_nothing(
         "forwards": [{"name": "m", "port": 502, "target": "display", "allow_any_source": True}],
     }
     daemon.config = parse_document(forwards)
-    on_loop(daemon, daemon._inventory_changed)  # the reserved address: a new target
+    on_loop(daemon.loop, daemon._inventory_changed)  # the reserved address: a new target
     assert calls == ["start", "device address changed"]
-    on_loop(daemon, daemon._inventory_changed)
+    on_loop(daemon.loop, daemon._inventory_changed)
     assert calls == ["start", "device address changed"]
