@@ -89,6 +89,17 @@ def minilab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniLab]:
 
 
 @pytest.fixture
+def outbound_lab(minilab: MiniLab) -> Iterator[MiniLab]:
+    """The module's ``minilab`` with every block/intercept switch of its internet clear, before
+    the test and after it (also when it failed)."""
+    minilab.services.clear()
+    try:
+        yield minilab
+    finally:
+        minilab.services.clear()
+
+
+@pytest.fixture
 def real_daemons(minilab: MiniLab, tmp_path: Path) -> Iterator[RealDaemons]:
     """Starts real daemons in the module's ``minilab`` router (``tests/realdaemon.py``); every
     one is stopped and the router's table removed afterwards, also when the test fails."""

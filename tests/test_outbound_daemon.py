@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,19 +36,16 @@ def lab(minilab: MiniLab) -> MiniLab:
 
 
 @pytest.fixture
-def daemon_factory(lab: MiniLab, real_daemons: RealDaemons) -> Iterator[Callable[..., RealDaemon]]:
+def daemon_factory(outbound_lab: MiniLab, real_daemons: RealDaemons) -> Callable[..., RealDaemon]:
     """Starts a daemon with the lab's outbound services, the portal off; ``doc`` replaces
     whole top-level sections. The lab's block switches are clear before and after."""
 
     def start(**doc: Any) -> RealDaemon:
-        sections = {"portal": {"enabled": False}, "outbound": lab.services.outbound_config()}
+        outbound = outbound_lab.services.outbound_config()
+        sections = {"portal": {"enabled": False}, "outbound": outbound}
         return real_daemons.start(real_daemons.config(**{**sections, **doc}))
 
-    lab.services.clear()
-    try:
-        yield start
-    finally:
-        lab.services.clear()
+    return start
 
 
 def _rows(result: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,18 +25,9 @@ FALLBACK = [internet.DNS_IP]
 ALL_FLOWS = FLOWS
 
 
-@pytest.fixture(scope="module")
-def lab(minilab: MiniLab) -> MiniLab:
-    return minilab
-
-
 @pytest.fixture
-def site(lab: MiniLab) -> Iterator[MiniLab]:
-    lab.services.clear()
-    try:
-        yield lab
-    finally:
-        lab.services.clear()
+def site(outbound_lab: MiniLab) -> MiniLab:
+    return outbound_lab
 
 
 def diagnose(
