@@ -141,8 +141,31 @@ def test_exactly_one_module_drives_the_nftables_binding() -> None:
 
 def test_control_and_portal_reach_the_daemon_through_protocols() -> None:
     """The method table and the portal runner never import the composition root, not even
-    for the type checker: they name the Protocols they need (``Controlled``, ``PortalHost``)."""
+    for the type checker: they name the Protocols they need (``Controlled``, ``PortalHost``),
+    and their adapters (``DaemonControl``, ``DaemonHost``) and the event handlers get only
+    the parts they use."""
     edges = graph(type_checking=True)
     for name, targets in edges.items():
         if name != "energyhubd.cli":
             assert "energyhubd.service" not in targets, f"{name} imports the daemon"
+
+
+def _class(path: Path, name: str) -> ast.ClassDef:
+    tree = ast.parse(path.read_text())
+    return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+
+
+def _members(node: ast.ClassDef) -> set[str]:
+    return {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+
+
+def test_the_composition_root_implements_no_protocol() -> None:
+    """The Protocols are implemented beside them (``control.status.DaemonControl``,
+    ``portal.host.DaemonHost``); the root only builds and wires them."""
+    wanted = _members(_class(ROOT / "control" / "status.py", "Controlled")) | _members(
+        _class(ROOT / "portal" / "runner.py", "PortalHost")
+    )
+    assert {"validate", "apply", "running_config", "call_on_loop"} <= wanted
+    root = _members(_class(ROOT / "service.py", "Daemon"))
+    assert sorted(root & wanted) == []
+    # That the adapters satisfy the Protocols mypy checks where the root hands them over.

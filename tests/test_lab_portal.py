@@ -61,16 +61,29 @@ def reported_count(site: Site) -> int:
 def test_health_report_carries_site_state(lab: Site) -> None:
     ok, detail = checks.check_portal_link(lab)
     assert ok, detail
-    digest = status(lab)["policy"]["digest"]
-    # A changed policy is significant: a fresh report follows within seconds, not minutes.
+    # The recorder's log holds the whole session: reports before this mark were built for
+    # other tests (test_lab_site's rollback check builds some while it cuts the link, with
+    # the same digest and connected: false) and prove nothing here. Cause a significant
+    # change of our own and judge only the reports recorded after it.
+    mark = len(lab_portal.read_messages(lab.portal_log, "health"))
+    repairs = status(lab)["policy"]["drift_repairs"]
+    netns.ns_run(lab.router, ["nft", "delete", "table", "inet", "energyhub"])
+    lab.wait_for(
+        lambda: status(lab)["policy"]["drift_repairs"] == repairs + 1, 10, "table not restored"
+    )
+    now = status(lab)
+    # A drift repair is significant: a fresh report follows within seconds, not minutes.
     report = lab_portal.wait_for_message(
         lab.portal_log,
         "health",
-        lambda v: isinstance(v, dict) and v["health"]["policy"]["digest"] == digest,
+        lambda v: isinstance(v, dict) and v["health"]["policy"]["drift_repairs"] == repairs + 1,
         15,
+        after=mark,
     )
     health = report["health"]
-    assert health["wan"]["addresses"], health["wan"]
+    assert health["policy"]["digest"] == now["policy"]["digest"]
+    assert health["policy"]["state"] == "applied"
+    assert health["wan"]["addresses"] and health["wan"]["addresses"] == now["wan"]["addresses"]
     assert health["portal"]["connected"] is True
     assert set(health["lan"]) >= {"display_present", "units", "unknown_devices"}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -173,10 +172,7 @@ def test_daemon_starts_and_applies_with_a_corrupt_state_file(
     assert (portal_dir / moved).read_bytes() == files[bad]  # kept for support
     events = [e for e in status["events"] if e["kind"] == "state_file_corrupt"]
     assert events and events[0]["data"]["file"] == bad and events[0]["severity"] == "error"
-    shown = subprocess.run(
-        [sys.executable, "-m", "energyhubd.ctl", "--socket", daemon.socket, "status"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    shown = daemon.ctl("status")
     assert f"{bad} was bad at start" in shown.stdout, shown.stdout
     # A second start finds nothing wrong any more.
     daemon.proc.terminate()
@@ -194,6 +190,53 @@ def test_every_state_file_corrupt_at_once(start: Callable[..., RealDaemon], tmp_
     status = start().status()
     assert status["config"]["version"] == 1 and status["policy"]["state"] == "applied"
     assert len(status["portal"]["state_files"]) == 5
+
+
+def reload_with(daemon: RealDaemon, config: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    document = json.loads(config.read_text())
+    change(document)
+    config.write_text(json.dumps(document))
+    result = daemon.call("reload", timeout=30)
+    assert result["applied"] is True, result
+
+
+def test_bad_state_file_line_survives_a_reload_that_restarts_the_portal_link(
+    start: Callable[..., RealDaemon], tmp_path: Path
+) -> None:
+    """The runner that found the bad file is replaced (and then stopped) by reloads; the
+    status line stays until the daemon restarts, and the event is told once."""
+    portal_dir = tmp_path / "state" / "portal"
+    portal_dir.mkdir(parents=True)
+    (portal_dir / "last-good.json").write_bytes(b'{"version": 9, "lan": {"dh')
+    daemon = start()
+    found = daemon.status()["portal"]["state_files"]
+    assert [line["file"] for line in found] == ["last-good.json"], found
+    config = tmp_path / "config.json"
+
+    def restarted() -> int:
+        return daemon.log.read_text(errors="replace").count("portal link stopped")
+
+    reload_with(daemon, config, lambda d: d["portal"].update(backoff_max=3))
+    wait_for(lambda: restarted() == 1, 30, f"portal link not restarted; log:\n{tail(daemon.log)}")
+    status = daemon.status()
+    assert status["portal"]["enabled"] is True
+    assert status["portal"]["state_files"] == found
+    assert "last-good.json was bad at start (not valid JSON" in daemon.ctl("status").stdout
+    # A reload that stops the link altogether: the line still stands.
+    reload_with(daemon, config, lambda d: d["portal"].update(enabled=False))
+    wait_for(lambda: restarted() == 2, 30, f"portal link not stopped; log:\n{tail(daemon.log)}")
+    status = daemon.status()
+    assert status["portal"]["enabled"] is False
+    assert status["portal"]["state_files"] == found
+    assert "last-good.json was bad at start" in daemon.ctl("status").stdout
+    assert [e["data"]["file"] for e in status["events"] if e["kind"] == "state_file_corrupt"] == [
+        "last-good.json"
+    ]
+    # Until the daemon restarts: the moved copy is kept, nothing is in the way any more.
+    daemon.proc.terminate()
+    daemon.proc.wait(10)
+    assert start().status()["portal"]["state_files"] == []
+    assert (portal_dir / found[0]["moved_to"]).exists()
 
 
 def test_push_on_full_state_storage_is_rejected_then_works_once_there_is_room(

@@ -2,7 +2,8 @@
 
 No namespace is needed and nothing in the host's kernel is changed: the table step
 (``apply_policy``) and the netlink reads are stubs; the event loop, the event stream, the
-portal runner and its MQTT link (against a real mosquitto on loopback) are real.
+event handlers, the portal runner and its MQTT link (against a real mosquitto on loopback)
+are real.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import pytest
 
 from energyhubd import service
 from energyhubd.config.load import parse_document
+from energyhubd.kernel import running
 from energyhubd.kernel.apply import PolicyOutcome
 from energyhubd.kernel.netlink import WanState
+from energyhubd.portal import runner as portal_runner
 from energyhubd.portal.runner import PortalRunner
 from tests import loopthread
 from tests.loopthread import on_loop
@@ -68,11 +71,12 @@ def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[service.Daemon]:
         applied.append(reason)
         return PolicyOutcome(ruleset, False, 0.0, "0" * 16)
 
-    monkeypatch.setattr(service, "apply_policy", fake_apply)
+    monkeypatch.setattr(running, "apply_policy", fake_apply)
+    # The parts are built by the root and handed to the handlers: stand-ins go in before.
+    monkeypatch.setattr(service, "Netlink", FakeNetlink)
+    monkeypatch.setattr(service, "OutboundService", lambda *_args: FakeOutbound())
     d = service.Daemon(None)
-    d.netlink = d.wan.netlink = FakeNetlink()  # type: ignore[assignment]
-    d.outbound = FakeOutbound()  # type: ignore[assignment]
-    d.config = parse_document({"platform": "linux"})
+    d.policy.config = parse_document({"platform": "linux"})
     with loopthread.running(d.loop):
         try:
             yield d
@@ -97,7 +101,15 @@ def test_wan_getting_an_address_makes_the_portal_link_retry_at_once(
     pki = make_pki(tmp_path / "pki")
     port = free_port()
     settings = settings_for(pki, port, backoff_initial=120.0, backoff_max=120.0)
-    runner = PortalRunner(daemon.loop, settings, DEVICE, str(tmp_path), daemon.events, daemon)
+    runner = PortalRunner(
+        daemon.loop,
+        settings,
+        DEVICE,
+        str(tmp_path),
+        daemon.events,
+        daemon.portal_host,
+        daemon.bad_state_files,
+    )
     daemon.portal = runner
     on_loop(daemon.loop, runner.start)
     # The first attempt fails (no broker yet): the link now sleeps 60-120 s.
@@ -105,11 +117,13 @@ def test_wan_getting_an_address_makes_the_portal_link_retry_at_once(
     broker = Broker(pki, tmp_path / "broker", port=port)
     try:
         broker.start()
-        on_loop(daemon.loop, daemon._links_changed)  # links changed, but the WAN has no address
+        on_loop(
+            daemon.loop, daemon.handlers.links_changed
+        )  # links changed, but the WAN has no address
         time.sleep(1.0)
         assert runner.connected_since is None
         daemon.netlink.addresses = ("198.51.100.100/24",)  # type: ignore[attr-defined]
-        on_loop(daemon.loop, daemon._links_changed)  # the WAN got its address
+        on_loop(daemon.loop, daemon.handlers.links_changed)  # the WAN got its address
         assert wait_for(lambda: runner.connected_since is not None, 20), runner.last_reason
     finally:
         broker.stop(signal.SIGKILL)
@@ -121,16 +135,17 @@ def test_a_lease_event_without_a_changed_forward_target_applies_nothing(
 ) -> None:
     """Only a changed forward target costs a compile and a table write."""
     calls: list[str] = []
-    real = service.Daemon._apply_table
+    policy = daemon.policy
+    real = policy.apply
 
-    def counting(self: service.Daemon, config: Any, reason: str | None) -> None:
+    def counting(config: Any, reason: str | None) -> None:
         calls.append(str(reason))
-        real(self, config, reason)
+        real(config, reason)
 
-    monkeypatch.setattr(service.Daemon, "_apply_table", counting)
-    assert daemon.config is not None
-    on_loop(daemon.loop, lambda: daemon._apply_table(daemon.config, "start"))  # type: ignore[arg-type]
-    on_loop(daemon.loop, daemon._inventory_changed)
+    monkeypatch.setattr(policy, "apply", counting)
+    assert policy.config is not None
+    on_loop(daemon.loop, lambda: policy.apply(policy.config, "start"))  # type: ignore[arg-type]
+    on_loop(daemon.loop, daemon.handlers.devices_moved)
     assert calls == ["start"]
     forwards = {
         "platform": "linux",
@@ -143,8 +158,57 @@ def test_a_lease_event_without_a_changed_forward_target_applies_nothing(
         },
         "forwards": [{"name": "m", "port": 502, "target": "display", "allow_any_source": True}],
     }
-    daemon.config = parse_document(forwards)
-    on_loop(daemon.loop, daemon._inventory_changed)  # the reserved address: a new target
+    policy.config = parse_document(forwards)
+    on_loop(daemon.loop, daemon.handlers.devices_moved)  # the reserved address: a new target
     assert calls == ["start", "device address changed"]
-    on_loop(daemon.loop, daemon._inventory_changed)
+    on_loop(daemon.loop, daemon.handlers.devices_moved)
     assert calls == ["start", "device address changed"]
+
+
+def test_a_portal_restart_keeps_the_bad_state_file_line(
+    daemon: service.Daemon, tmp_path: Path
+) -> None:
+    """The runner that found a bad state file is replaced when the portal section changes,
+    and stopped when the portal is switched off; the status line stays (the daemon owns it)
+    and the event is not told twice."""
+    pki = make_pki(tmp_path / "pki")
+    state = tmp_path / "state"
+    (state / "portal").mkdir(parents=True)
+    (state / "portal" / "failed.json").write_bytes(b"")
+    port = free_port()  # no broker: the link only retries
+
+    def config(**portal: Any) -> Any:
+        base = settings_for(pki, port)
+        section = {
+            "host": base.host,
+            "port": port,
+            "ca_file": base.ca_file,
+            "cert_file": base.cert_file,
+            "key_file": base.key_file,
+            **portal,
+        }
+        return parse_document({"platform": "linux", "state_dir": str(state), "portal": section})
+
+    def follow(document: Any) -> None:
+        """The portal step of ``reconcile`` (the kernel steps need a namespace)."""
+        daemon.policy.config = document
+        daemon.portal = portal_runner.follow(
+            daemon.portal, daemon.loop, document, daemon.events, daemon.portal_host,
+            daemon.bad_state_files, start=True,
+        )  # fmt: skip
+        daemon.publish()
+
+    first = config(backoff_max=60)
+    on_loop(daemon.loop, lambda: follow(first))
+    found = daemon.snapshot["portal"]["state_files"]
+    assert [line["file"] for line in found] == ["failed.json"]
+    assert found[0]["moved_to"].startswith("failed.json.corrupt-")
+    before = daemon.portal
+    on_loop(daemon.loop, lambda: follow(config(backoff_max=61)))
+    assert daemon.portal is not None and daemon.portal is not before  # a new link runs
+    assert daemon.snapshot["portal"]["state_files"] == found
+    on_loop(daemon.loop, lambda: follow(config(enabled=False)))
+    assert daemon.portal is None
+    assert daemon.snapshot["portal"]["enabled"] is False
+    assert daemon.snapshot["portal"]["state_files"] == found
+    assert len(daemon.events.history("state_file_corrupt")) == 1

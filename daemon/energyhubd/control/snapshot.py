@@ -37,6 +37,7 @@ class Parts:
     policy_warnings: list[str]
     table: Mapping[str, Any]
     portal: Mapping[str, Any] | None
+    state_files: list[dict[str, Any]]  # bad state files found since start (BadStateFiles)
     wan: Mapping[str, Any] | None
     dhcp_server: Mapping[str, Any] | None
     inventory: Mapping[str, Any] | None
@@ -70,7 +71,7 @@ def build_snapshot(p: Parts, now: float) -> dict[str, Any]:
             "last_error": p.config_error,
         },
         "policy": policy,
-        "portal": _portal(p.portal, config),
+        "portal": _portal(p.portal, p.state_files, config),
     }
     if config is None:
         return status
@@ -110,8 +111,13 @@ def build_snapshot(p: Parts, now: float) -> dict[str, Any]:
     return status
 
 
-def _portal(facts: Mapping[str, Any] | None, config: Config | None) -> dict[str, Any]:
+def _portal(
+    facts: Mapping[str, Any] | None, state_files: list[dict[str, Any]], config: Config | None
+) -> dict[str, Any]:
+    """The link's facts, if a link runs, and always the bad state files: they outlive the
+    link (a reload may restart or stop it) until the daemon restarts."""
+    lines = [dict(line) for line in state_files]
     if facts is None:
         enabled = bool(config and config.portal.enabled)
-        return {"enabled": enabled, "connected": False}
-    return {**facts, "connected_since": iso(facts.get("connected_since"))}
+        return {"enabled": enabled, "connected": False, "state_files": lines}
+    return {**facts, "connected_since": iso(facts.get("connected_since")), "state_files": lines}

@@ -13,15 +13,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from energyhubd.config.model import Config
+from energyhubd.control import transports
 from energyhubd.control.methods import Method, MethodError, MethodTable
 from energyhubd.portal.runner import PortalRunner, with_live_portal
 
 if TYPE_CHECKING:
+    from energyhubd.loop import EventLoop
     from energyhubd.outbound.service import OutboundService
 
 
 class Controlled(Protocol):
-    """What the control methods need of the daemon (``energyhubd.service.Daemon``)."""
+    """What the control methods need of the daemon (``DaemonControl`` below)."""
 
     @property
     def snapshot(self) -> dict[str, Any]:
@@ -43,6 +45,50 @@ class Controlled(Protocol):
         self, func: Callable[[], dict[str, Any]], timeout: float = 30.0
     ) -> dict[str, Any]:
         """From another thread: run ``func`` on the loop and wait for its answer."""
+
+
+class DaemonControl:
+    """``Controlled`` for the running daemon, from the few things the methods read.
+
+    ``published``, ``portal`` and ``running`` are called on the transports' threads: each
+    reads one reference the loop replaces whole (the status snapshot, the portal runner, the
+    running ``Config``). ``reload`` runs only on the loop, handed over by ``call_on_loop``.
+    """
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        outbound: OutboundService,
+        published: Callable[[], dict[str, Any]],
+        portal: Callable[[], PortalRunner | None],
+        running: Callable[[], Config | None],
+        reload: Callable[[str], dict[str, Any]],
+    ) -> None:
+        self.loop, self.outbound = loop, outbound
+        self._published, self._portal, self._running = published, portal, running
+        self._reload = reload
+
+    @property
+    def snapshot(self) -> dict[str, Any]:
+        return self._published()
+
+    @property
+    def portal(self) -> PortalRunner | None:
+        return self._portal()
+
+    def running_config(self) -> dict[str, Any]:
+        config = self._running()
+        if config is None:
+            raise MethodError("no configuration is applied yet")
+        return render_running_config(config)
+
+    def reload(self, reason: str) -> dict[str, Any]:
+        return self._reload(reason)
+
+    def call_on_loop(
+        self, func: Callable[[], dict[str, Any]], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        return transports.call_on_loop(self.loop, func, timeout)
 
 
 SECRET_WORDS = ("key", "password", "secret", "token", "passphrase")
@@ -109,7 +155,7 @@ def run_tunnel_request(service: OutboundService, args: dict[str, Any]) -> dict[s
 
 
 def portal_command(
-    daemon: Controlled, methods: MethodTable, method: str, args: dict[str, Any]
+    outbound: OutboundService, methods: MethodTable, method: str, args: dict[str, Any]
 ) -> dict[str, Any]:
     """A portal command, on the loop: the same argument checks as the local API."""
     if method == "ip_ranges":
@@ -117,13 +163,13 @@ def portal_command(
         if unknown:
             raise MethodError(f"ip_ranges: unknown argument {unknown[0]!r} (accepted: document)")
         try:
-            return daemon.outbound.replace_ip_ranges(args.get("document"))
+            return outbound.replace_ip_ranges(args.get("document"))
         except ValueError as exc:
             raise MethodError(f"ip_ranges: {exc}") from None
     clean = methods.check_args(methods.methods[method], args)
     if method == "diagnose":
-        return {"run": daemon.outbound.request("portal")}  # the result goes out in health
-    return run_tunnel_request(daemon.outbound, clean)
+        return {"run": outbound.request("portal")}  # the result goes out in health
+    return run_tunnel_request(outbound, clean)
 
 
 def build_method_table(daemon: Controlled) -> MethodTable:

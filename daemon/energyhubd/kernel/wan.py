@@ -138,6 +138,7 @@ class Wan:
         self.client: WanDhcpClient | None = None
         self._watch: LoopWatch | None = None
         self._key: tuple[str, ...] | None = None
+        self.last_facts: dict[str, Any] = {}  # what status shows: read on changes only
 
     def configure(self, previous: Config | None, config: Config) -> None:
         """Follow ``config``'s WAN (after the table and the static addresses are applied)."""
@@ -175,6 +176,12 @@ class Wan:
 
             facts["netifd"] = wan_status()
         return facts
+
+    def refresh(self, config: Config, dns: list[str]) -> dict[str, Any]:
+        """Read the facts again (after an apply or a link change), with the WAN's DNS servers
+        as the outbound checks use them; kept as ``last_facts``."""
+        self.last_facts = {**self.facts(config), "dns": dns}
+        return self.last_facts
 
     def _stop(self) -> None:
         if self.client is not None and self._watch is not None:

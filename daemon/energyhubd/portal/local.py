@@ -72,12 +72,14 @@ class LocalConfig:
     """The device's configuration file and its last valid content, owned by the event loop.
 
     ``config`` is what a push is merged with and what a rollback without a confirmed push
-    returns to; it changes on a successful reload and when a push is confirmed.
+    returns to; it changes on a successful reload and when a push is confirmed. ``rejected``:
+    the errors of the last reload that refused the file (status shows them until one succeeds).
     """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.config: Config | None = None
+        self.rejected: list[dict[str, str]] | None = None
 
     @property
     def document(self) -> dict[str, Any]:

@@ -12,17 +12,18 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from energyhubd import __version__
+from energyhubd import __version__, memory
 from energyhubd.config.model import Config
 from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.inventory.events import Event, EventStream
 from energyhubd.loop import EventLoop, Timer
 from energyhubd.outbound.sntp import kernel_clock_synchronised
+from energyhubd.portal.badstate import BadStateFiles
 from energyhubd.portal.command import CommandError, command_id, parse_command
 from energyhubd.portal.controller import PushController
 from energyhubd.portal.health import build_health, significant
 from energyhubd.portal.link import LinkState, PortalLink
-from energyhubd.portal.statecheck import PENDING, Quarantined
+from energyhubd.portal.statecheck import PENDING
 from energyhubd.portal.store import ConfigStore
 
 log = logging.getLogger("energyhubd.portal")
@@ -75,6 +76,7 @@ class PortalRunner:
         state_dir: str,
         events: EventStream,
         host: PortalHost,
+        bad_files: BadStateFiles,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -88,7 +90,10 @@ class PortalRunner:
         self.command = host.command  # runs a portal command on the loop; raises on refusal
         self.store = ConfigStore(str(Path(state_dir) / "portal"))
         # Before the controller reads anything: bad state files are moved aside, not fatal.
-        self.state_files: list[Quarantined] = self.store.check(time.time())
+        # What was found outlives this runner (``bad_files``, the daemon's); recover() only
+        # needs to know whether the confirm marker was among them.
+        found = self.store.check(time.time())
+        self.marker_lost = any(bad.file == PENDING for bad in found)
         self.connected_since: float | None = None
         self.reconnects = 0
         self.last_reason = "starting"
@@ -96,6 +101,7 @@ class PortalRunner:
         self._health_timer: Timer | None = None
         self._tick_timer: Timer | None = None
         self._last_health = 0.0
+        self._last_health_online = False  # the last report was built with the link up
         self._last_significant: tuple[Any, ...] | None = None
         self.link: PortalLink | None = None
         self.controller = PushController(
@@ -123,6 +129,8 @@ class PortalRunner:
             state_dir=str(Path(state_dir) / "portal"),
         )
         self._unsubscribe = events.subscribe(self._on_event)
+        # After subscribing: the state_file_corrupt events go to the portal as well.
+        bad_files.record(self.store.state_dir, found)
 
     def _running_version(self) -> int | None:
         """The configuration version that runs: the confirmed push, else the local file's.
@@ -143,23 +151,10 @@ class PortalRunner:
     def recover(self) -> bool:
         """Before the first apply: roll back a push left unconfirmed by a crash or reboot.
 
-        Also says which state files were found bad at start (event + status line); the
-        report every start sends restates the stored one and is no event of its own.
+        The report every start sends restates the stored one and is no event of its own.
         """
-        for bad in self.state_files:
-            where = f"moved to {bad.moved_to}" if bad.moved_to else "ignored (could not move it)"
-            log.error(
-                "state file %s/%s is bad (%s); %s",
-                self.store.state_dir,
-                bad.file,
-                bad.reason,
-                where,
-            )
-            data = {**bad.as_dict(), "directory": self.store.state_dir}
-            self.events.publish(Event("state_file_corrupt", time.time(), "error", data))
         self._last_reported = _report_key(self.controller.machine.reported())
-        marker_lost = any(bad.file == PENDING for bad in self.state_files)
-        return self.controller.startup(marker_lost=marker_lost)
+        return self.controller.startup(marker_lost=self.marker_lost)
 
     def start(self) -> None:
         assert self.link is not None
@@ -186,8 +181,14 @@ class PortalRunner:
                 self.reconnects += 1 if self.last_reason != "starting" else 0
                 self.connected_since = time.time()
                 log.info("portal link up (%s)", state.reason)
-                if time.monotonic() - self._last_health >= HEALTH_MIN_GAP:
+                wait = HEALTH_MIN_GAP - (time.monotonic() - self._last_health)
+                if wait <= 0:
                     self.send_health()  # the portal sees the site's state at once
+                elif not self._last_health_online:
+                    # The last report was built while the link was down and is queued saying
+                    # so: follow it with a fresh one as soon as the rate limit allows.
+                    self._schedule_health(wait)
+                memory.trim()  # the TLS handshake and CONNECT leave freed heap pages (glibc)
             elif state.reason == "identity_conflict":
                 log.warning("portal link: another site uses this device's identity")
         else:
@@ -265,10 +266,6 @@ class PortalRunner:
             data["errors"] = doc["errors"]
         self.events.publish(Event(kind, time.time(), severity, data))
 
-    def state_file_status(self) -> list[dict[str, Any]]:
-        """Status lines: the state files found bad at this start."""
-        return [{**bad.as_dict(), "directory": self.store.state_dir} for bad in self.state_files]
-
     def _request_round_trip(self, token: int, fresh: bool) -> None:
         if self.link is not None:
             self.link.request_round_trip(token, fresh)
@@ -303,13 +300,13 @@ class PortalRunner:
         }
 
     def facts(self) -> dict[str, Any]:
-        """The portal part of status (``connected_since`` as epoch seconds)."""
+        """The portal part of status (``connected_since`` as epoch seconds); the bad state
+        files are not this runner's to tell (``BadStateFiles``)."""
         return {
             "enabled": True,
             "broker": f"{self.settings.host}:{self.settings.port}",
             **self.link_facts(),
             "pending": self.controller.pending,
-            "state_files": self.state_file_status(),
         }
 
     def wan_up(self) -> None:
@@ -331,6 +328,7 @@ class PortalRunner:
         status = self.status()
         self._last_significant = significant(status)
         self._last_health = time.monotonic()
+        self._last_health_online = self.connected_since is not None
         if self.link is not None:
             clock = {"synchronised": kernel_clock_synchronised()}
             self.link.publish_health(build_health(status, self.link_facts(), clock))
@@ -373,9 +371,11 @@ def follow(
     config: Config,
     events: EventStream,
     host: PortalHost,
+    bad_files: BadStateFiles,
     start: bool,
 ) -> PortalRunner | None:
-    """One portal link while ``portal.enabled``; a changed portal section restarts it."""
+    """One portal link while ``portal.enabled``; a changed portal section restarts it
+    (``bad_files`` stays: the new runner adds only what its own check finds)."""
     settings = config.portal
     wanted = settings.enabled
     identity = (config.device_id, config.state_dir)
@@ -386,7 +386,7 @@ def follow(
         log.info("portal link stopped (configuration changed)")
     if not wanted:
         return None
-    runner = PortalRunner(loop, settings, *identity, events, host)
+    runner = PortalRunner(loop, settings, *identity, events, host, bad_files)
     if start:
         runner.start()
     return runner
