@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--pushes", type=int, default=20, help="pushes to time (20)")
     parser.add_argument("--window", type=float, default=30.0, help="byte-count window, s (30)")
-    parser.add_argument("--idle", type=float, default=120.0, help="wake-up window, s (120)")
+    parser.add_argument("--idle", type=float, default=300.0, help="wake-up window, s (300)")
     parser.add_argument(
         "--growth-pushes", type=int, default=1000, help="pushes for RSS growth (1000)"
     )

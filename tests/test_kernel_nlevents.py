@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -46,3 +47,32 @@ def test_a_message_without_a_table_name_or_cut_short_reads_as_unknown() -> None:
 def test_any_bytes_are_read_without_an_exception(data: bytes) -> None:
     for change in nft_changes(data):
         assert change.table is None or isinstance(change.table, str)
+
+
+def test_the_table_owner_keeps_only_others_changes_to_its_own_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our table touched by an unknown port: /proc is asked once more (libnftables may have
+    opened or reopened its socket); a port it names is ours, any other is someone else's,
+    and when /proc names nothing every change to our table is someone else's."""
+    from energyhubd.kernel import table as table_module
+
+    asked: list[int] = []
+
+    def own_ports(protocol: int) -> set[int]:
+        asked.append(protocol)
+        return {4242}
+
+    monkeypatch.setattr(table_module, "own_ports", own_ports)
+    owner = table_module.Table()
+    assert not owner.touched_by_others(NftChange(7, 1, "fw4"))  # another table: never asked
+    assert not owner.touched_by_others(NftChange(7, 2, "energyhub"))  # ip, not inet
+    assert asked == []
+    assert not owner.touched_by_others(NftChange(4242, 1, "energyhub"))  # learned: ours
+    assert not owner.touched_by_others(NftChange(4242, 1, None))  # known port, no re-read
+    assert asked == [12]
+    assert owner.touched_by_others(NftChange(99, 1, "energyhub"))
+    assert owner.touched_by_others(NftChange(99, 1, None))  # unreadable: re-checked
+    monkeypatch.setattr(table_module, "own_ports", lambda protocol: set())
+    blind = table_module.Table()
+    assert blind.touched_by_others(NftChange(4242, 1, "energyhub"))

@@ -1,8 +1,11 @@
-"""Every diagnostic row turns from PASS to the right plain-language FAIL.
+"""Every diagnostic row turns from PASS to the right plain-language FAIL, with its code.
 
 A router namespace reaches a customer network (resolver at 198.51.100.1) and, behind it, the
 lab internet (DNS, mosquitto, sshd gateway, HTTPS "S3", chronyd). The customer namespace's
-switches block one flow at a time or put a TLS-inspecting proxy in the path.
+switches block one flow at a time or put a TLS-inspecting proxy in the path. The codes that
+depend on the router's own routes and firewall are made in a namespace of their own. Every
+row any run here returns is checked against the wire contract (``assert_wire_shape``);
+``CODES_MADE_HERE`` is what ``test_outbound_reasons`` counts on these runs to make.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import pytest
 
 from energyhub_lab import internet, netns
 from energyhub_lab.internet import MiniLab, diagnose_in
+from energyhubd.outbound import reasons
 from energyhubd.outbound.diagnose import FLOWS
+from tests.conftest import unique
 
 pytestmark = pytest.mark.netns
 
@@ -30,11 +35,27 @@ def site(outbound_lab: MiniLab) -> MiniLab:
     return outbound_lab
 
 
+def assert_wire_shape(row: dict[str, Any]) -> None:
+    """A row as ``status``/``diagnose`` answer it: a known code, its params, all strings."""
+    assert row["code"] in reasons.CODES, row
+    assert row["passed"] == (row["code"] == reasons.OK), row
+    assert isinstance(row["params"], dict), row
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in row["params"].items())
+    assert sorted(row["params"]) == sorted(reasons.PARAMS[row["code"]]), row
+    assert json.loads(json.dumps(row)) == row
+
+
 def diagnose(
-    lab: MiniLab, broker_ca_file: str | None = None, **overrides: Any
+    lab: MiniLab,
+    broker_ca_file: str | None = None,
+    dns: list[str] = DNS,
+    fallback: list[str] = FALLBACK,
+    **overrides: Any,
 ) -> dict[str, list[dict[str, Any]]]:
     config = {**lab.services.outbound_config(), **overrides}
-    rows = diagnose_in(lab.router, config, DNS, FALLBACK, broker_ca_file=broker_ca_file)
+    rows = diagnose_in(lab.router, config, dns, fallback, broker_ca_file=broker_ca_file)
+    for row in rows:
+        assert_wire_shape(row)
     by_flow: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_flow.setdefault(row["flow"], []).append(row)
@@ -53,6 +74,7 @@ def test_every_flow_passes_on_an_open_network(site: MiniLab) -> None:
     assert rows["ntp"][0]["detail"]["stratum"] == 3
     assert rows["gateway"][0]["reason"].startswith("TCP 2443 to 203.0.113.20: SSH server answered")
     assert rows["clock"][0]["reason"].startswith("clock synchronised")
+    assert {r["code"] for items in rows.values() for r in items} == {"ok"}
 
 
 @pytest.mark.parametrize(
@@ -179,21 +201,38 @@ def _check_dns_in(ns: str, server: str, name: str) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.parametrize(
-    ("server", "name", "reason"),
-    [
-        (internet.DNS_IP, "unknown.example", "DNS server 203.0.113.53 refused the query"),
-        (
-            internet.DNS_IP,
-            internet.NXDOMAIN_NAME,
-            f"DNS server 203.0.113.53 says {internet.NXDOMAIN_NAME} does not exist (NXDOMAIN)",
-        ),
-        (internet.GATEWAY_IP, "data2.ferroamp.se", "DNS server 203.0.113.20: UDP 53 unreachable"),
-    ],
-)
-def test_dns_answers_are_told_apart(site: MiniLab, server: str, name: str, reason: str) -> None:
+DNS_CASES = [
+    (
+        "dns_refused",
+        internet.DNS_IP,
+        "unknown.example",
+        "DNS server 203.0.113.53 refused the query",
+        {"host": "unknown.example"},
+    ),
+    (
+        "dns_nxdomain",
+        internet.DNS_IP,
+        internet.NXDOMAIN_NAME,
+        f"DNS server 203.0.113.53 says {internet.NXDOMAIN_NAME} does not exist (NXDOMAIN)",
+        {"host": internet.NXDOMAIN_NAME},
+    ),
+    (
+        "port_unreachable",
+        internet.GATEWAY_IP,
+        "data2.ferroamp.se",
+        "DNS server 203.0.113.20: UDP 53 unreachable",
+        {},
+    ),
+]
+
+
+@pytest.mark.parametrize(("code", "server", "name", "reason", "params"), DNS_CASES)
+def test_dns_answers_are_told_apart(
+    site: MiniLab, code: str, server: str, name: str, reason: str, params: dict[str, str]
+) -> None:
     row = _check_dns_in(site.router, server, name)
-    assert not row["passed"]
+    assert_wire_shape(row)
+    assert (row["code"], row["params"]) == (code, params), row["reason"]
     assert row["reason"].startswith(reason), row["reason"]
 
 
@@ -207,3 +246,134 @@ def test_diagnose_cli_exit_status(site: MiniLab) -> None:
     bad = subprocess.run(netns.ns_cmd(site.router, cmd), capture_output=True, timeout=60)
     assert bad.returncode == 1
     assert json.loads(bad.stdout)["failed_flows"] == ["gateway"]
+
+
+# -- one run per situation: each flow's code and params --------------------------------------
+
+LAB_ISSUER = "EnergyHub Lab Root CA"
+INSPECTOR = "Contoso Inspection CA (Contoso Firewall)"
+SITUATIONS: dict[str, tuple[dict[str, Any], dict[str, tuple[str, dict[str, str]]]]] = {
+    # name: (what the situation does, {flow: (code, params)} of the first row of that flow)
+    "dropped": (
+        {"block": [("gateway", "drop"), ("ntp", "drop")]},
+        {
+            "gateway": ("filtered", {"timeout": "2 s"}),
+            "ntp": ("filtered", {"timeout": "2 s"}),
+            "clock": ("clock_unconfirmed", {}),
+        },
+    ),
+    "rejected": (
+        {"block": [("dns", "reject"), ("mqtt_tls", "reject")]},
+        {"dns": ("port_unreachable", {}), "mqtt_tls": ("refused", {})},
+    ),
+    "no name lookup": (
+        {"dns": [], "block": [("dns_fallback", "drop")]},
+        {
+            "dns": ("other", {}),  # no server at all: nothing to translate
+            "dns_fallback": ("filtered", {"timeout": "2 s"}),
+            "mqtt_tls": ("unresolved", {"host": internet.BROKER_NAME}),
+            "gateway": ("ok", {}),
+        },
+    ),
+    "intercepted": (
+        {"intercept": "update_https"},
+        {"update_https": ("tls_intercepted", {"host": internet.S3_NAME, "issuer": INSPECTOR})},
+    ),
+    "wrong servers": (
+        {
+            "outbound": {
+                "update_host": internet.OTHER_IP,
+                "gateway_address": internet.S3_IP,
+                "gateway_port": 80,  # an HTTP server waits for a request: no SSH greeting
+            }
+        },
+        {
+            "update_http": ("no_http", {}),
+            "update_https": ("tls_failed", {"host": internet.OTHER_IP}),
+            "gateway": ("ssh_no_greeting", {}),
+        },
+    ),
+    "misnamed": (
+        {"outbound": {"update_host": internet.S3_IP, "gateway_address": internet.OTHER_IP}},
+        {
+            "update_https": ("tls_wrong_name", {"host": internet.S3_IP, "issuer": LAB_ISSUER}),
+            "gateway": ("not_ssh", {}),
+        },
+    ),
+    "no trust store": (
+        {"outbound": {"ca_file": "/nonexistent/energyhub-ca.pem"}},
+        {"update_https": ("trust_store", {}), "mqtt_tls": ("trust_store", {})},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SITUATIONS))
+def test_each_situation_gives_each_flow_its_code(site: MiniLab, name: str) -> None:
+    how, expected = SITUATIONS[name]
+    for flow, verdict in how.get("block", []):
+        site.services.block(flow, verdict)
+    if "intercept" in how:
+        site.services.intercept(how["intercept"])
+    rows = diagnose(site, dns=how.get("dns", DNS), **how.get("outbound", {}))
+    got = {flow: (rows[flow][0]["code"], rows[flow][0]["params"]) for flow in expected}
+    assert got == expected, {flow: rows[flow][0]["reason"] for flow in expected}
+
+
+# -- the router's own routes and firewall ----------------------------------------------------
+
+NO_ROUTE = "203.0.113.200"  # outside the /25 the router has a route for
+UNREACHABLE = "203.0.113.21"  # an "unreachable" route
+FIREWALLED = "203.0.113.22"  # on the link, but our own output chain drops it
+# A UDP check (DNS) is used: a dropped UDP send fails at once with EPERM, while a dropped TCP
+# SYN is retransmitted by the kernel and only times out (it reads as "filtered").
+
+
+@pytest.fixture(scope="module")
+def routes() -> Iterator[str]:
+    """A namespace whose routes and firewall refuse three addresses in three ways."""
+    ns = unique("ehR")
+    netns.add_namespace(ns)
+    try:
+        # Both ends of the pair stay here: a link with nobody on it (no dummy module in CI).
+        netns.ip(ns, "link", "add", "wan", "type", "veth", "peer", "name", "void")
+        for link in ("wan", "void"):
+            netns.ip(ns, "link", "set", link, "up")
+        netns.ip(ns, "addr", "add", "203.0.113.2/25", "dev", "wan")
+        netns.ip(ns, "route", "add", "unreachable", f"{UNREACHABLE}/32")
+        chain = "{ type filter hook output priority 0; }"
+        netns.ns_run(ns, ["nft", "add table inet egress"])
+        netns.ns_run(ns, ["nft", f"add chain inet egress output {chain}"])
+        netns.ns_run(ns, ["nft", f"add rule inet egress output ip daddr {FIREWALLED} drop"])
+        yield ns
+    finally:
+        netns.delete_namespace(ns)
+
+
+ROUTE_CASES = [
+    ("network_unreachable", NO_ROUTE, "network unreachable (the router has no default route)"),
+    ("host_unreachable", UNREACHABLE, "host unreachable (no route, or rejected by a firewall)"),
+    ("blocked_here", FIREWALLED, "blocked by this router's own firewall"),
+]
+
+
+@pytest.mark.parametrize(("code", "address", "words"), ROUTE_CASES)
+def test_the_router_s_own_routes_and_firewall_are_told_apart(
+    routes: str, code: str, address: str, words: str
+) -> None:
+    script = (
+        "import json,sys\n"
+        "from energyhubd.outbound.diagnose import check_dns\n"
+        "print(json.dumps(check_dns(sys.argv[1], 'data2.ferroamp.se', 2.0).as_dict()))\n"
+    )
+    row = json.loads(netns.ns_run(routes, [sys.executable, "-c", script, address]))
+    assert_wire_shape(row)
+    assert (row["code"], row["params"]) == (code, {})
+    assert row["reason"] == f"DNS server {address}: {words}"
+
+
+CODES_MADE_HERE = (
+    {"ok"}
+    | {code for code, *_ in DNS_CASES}
+    | {code for _, (_, expected) in SITUATIONS.items() for code, _ in expected.values()}
+    | {code for code, *_ in ROUTE_CASES}
+)

@@ -22,6 +22,7 @@ from energyhubd.control.render import render_diagnose, render_outbound
 from energyhubd.control.status import build_method_table
 from energyhubd.loop import EventLoop
 from energyhubd.outbound import diagnostics as outbound_diagnostics
+from energyhubd.outbound import reasons
 from energyhubd.outbound import service as outbound_service
 from energyhubd.outbound.diagnose import Row
 from energyhubd.outbound.inputs import read_nameservers, wan_dns_servers
@@ -42,8 +43,18 @@ class SlowRunner:
         time.sleep(self.seconds)
         self.runs.append((start, time.monotonic(), list(dns)))
         return [
-            Row("dns", f"{dns[0] if dns else '-'}:53", bool(dns), 1.5, "resolved"),
-            Row("gateway", "203.0.113.20:2443", False, None, "TCP 2443 to 203.0.113.20: no answer"),
+            Row(
+                "dns",
+                f"{dns[0] if dns else '-'}:53",
+                1.5,
+                reasons.ok("resolved") if dns else reasons.other("no DNS server"),
+            ),
+            Row(
+                "gateway",
+                "203.0.113.20:2443",
+                None,
+                reasons.other("TCP 2443 to 203.0.113.20: no answer"),
+            ),
         ]
 
 

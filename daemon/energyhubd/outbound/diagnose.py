@@ -1,30 +1,54 @@
 """Diagnostics for every outbound flow the network document requires.
 
-Each check returns a ``Row`` whose ``reason`` is a sentence a customer's IT department can act
-on ("TCP 2443 to 52.29.33.74: no answer within 5 s (filtered)"). Names are resolved through
-our own DNS codec against the servers the router really uses (DHCP-provided, then the
-fallback), so the checks test the same path the daemon depends on. Every check is bounded by
-``timeout``; ``run_all`` runs them concurrently and never takes much longer than a few
-timeouts, so the diagnostics can run on a schedule without hammering anything.
+Each check returns a ``Row`` whose reason is a sentence a customer's IT department can act
+on ("TCP 2443 to 52.29.33.74: no answer within 5 s (filtered)") with its stable code
+(``reasons``). Names are resolved through our own DNS codec against the servers the router
+really uses (DHCP-provided, then the fallback), so the checks test the same path the daemon
+depends on. Every check is bounded by ``timeout``; ``run_all`` runs them concurrently and
+never takes much longer than a few timeouts, so the diagnostics can run on a schedule without
+hammering anything. The checks live by protocol in ``check_dns``, ``check_ntp``,
+``check_tcp`` and ``check_tls``; this module runs them and is their public face.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import errno
-import ipaddress
-import secrets
-import socket
-import ssl
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from energyhubd.config.sections.outbound import OutboundSettings
 
-from . import certinfo, dnswire, reasons, sntp
+from . import reasons, sntp
+from .check_dns import check_dns, is_ipv4, query_a, resolve
+from .check_ntp import CLOCK_TOLERANCE, check_ntp, clock_row
+from .check_tcp import check_http, check_ssh, check_tcp
+from .check_tls import TLS_MIN, check_tls, presented_certificate, tls_context
+from .row import Row
+
+__all__ = [
+    "CLOCK_TOLERANCE",
+    "FLOWS",
+    "TLS_MIN",
+    "Row",
+    "Trust",
+    "as_dict",
+    "check_dns",
+    "check_http",
+    "check_ntp",
+    "check_ssh",
+    "check_tcp",
+    "check_tls",
+    "clock_row",
+    "is_ipv4",
+    "outbound_trust",
+    "presented_certificate",
+    "query_a",
+    "resolve",
+    "run_all",
+    "tls_context",
+]
 
 # Every row a run produces, one per flow the network document requires (see docs/outbound.md).
 FLOWS = frozenset(
@@ -40,453 +64,6 @@ FLOWS = frozenset(
         "update_https",
     }
 )
-CLOCK_TOLERANCE = 1.0  # seconds; the portal shows data wrongly well beyond this
-TLS_MIN = ssl.TLSVersion.TLSv1_2
-
-
-@dataclass(frozen=True)
-class Row:
-    """One flow's verdict."""
-
-    flow: str
-    target: str
-    passed: bool
-    latency_ms: float | None
-    reason: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "flow": self.flow,
-            "target": self.target,
-            "passed": self.passed,
-            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
-            "reason": self.reason,
-            **reasons.explain(self.passed, self.reason),  # "code", "params": for translations
-            "detail": dict(self.detail),
-        }
-
-
-def _ms(start: float) -> float:
-    return (time.monotonic() - start) * 1000.0
-
-
-def _secs(timeout: float) -> str:
-    return f"{timeout:g} s"
-
-
-def is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _oserror_reason(exc: BaseException, what: str, timeout: float) -> str:
-    """Plain-language reason for a failed connect/send/receive."""
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return f"{what}: no answer within {_secs(timeout)} (filtered)"
-    code = getattr(exc, "errno", None)
-    if code == errno.ECONNREFUSED:
-        return f"{what}: connection refused (nothing listening, or rejected by a firewall)"
-    if code == errno.EHOSTUNREACH:
-        return f"{what}: host unreachable (no route, or rejected by a firewall)"
-    if code == errno.ENETUNREACH:
-        return f"{what}: network unreachable (the router has no default route)"
-    if code == errno.ECONNRESET:
-        return f"{what}: connection reset (a firewall or proxy cut it)"
-    if code in (errno.EACCES, errno.EPERM):
-        return f"{what}: blocked by this router's own firewall"
-    return f"{what}: {getattr(exc, 'strerror', None) or exc}"
-
-
-# -- DNS -------------------------------------------------------------------------------------
-
-
-def query_a(
-    server: str, name: str, timeout: float, port: int = 53
-) -> tuple[dnswire.DnsResponse, float]:
-    """One A query over UDP; raises OSError/TimeoutError or DnsFormatError."""
-    ident = secrets.randbelow(0x10000)
-    query = dnswire.build_query(name, ident)
-    start = time.monotonic()
-    deadline = start + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        # connect() makes the kernel report ICMP port/host unreachable as an error on recv.
-        sock.connect((server, port))
-        sock.send(query)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-            data = sock.recv(4096)
-            try:
-                response = dnswire.parse_response(data)
-            except dnswire.DnsFormatError:
-                continue  # garbage is not an answer; keep waiting for the real one
-            if response.ident == ident:
-                return response, _ms(start)
-
-
-def check_dns(server: str, name: str, timeout: float, flow: str = "dns", port: int = 53) -> Row:
-    """Can ``server`` resolve ``name``? Distinguishes timeout, refused, NXDOMAIN, ICMP."""
-    target = f"{server}:{port}"
-    what = f"DNS server {server}"
-    try:
-        response, latency = query_a(server, name, timeout, port)
-    except ConnectionRefusedError:
-        return Row(
-            flow,
-            target,
-            False,
-            None,
-            f"{what}: UDP {port} unreachable (ICMP port unreachable: no DNS service there, "
-            "or rejected by a firewall)",
-        )
-    except (TimeoutError, OSError) as exc:
-        return Row(flow, target, False, None, _oserror_reason(exc, what, timeout))
-    detail = {"rcode": response.rcode_name, "addresses": list(response.addresses)}
-    if response.rcode == 5:
-        return Row(flow, target, False, latency, f"{what} refused the query for {name}", detail)
-    if response.rcode == 3:
-        return Row(
-            flow, target, False, latency, f"{what} says {name} does not exist (NXDOMAIN)", detail
-        )
-    if response.rcode != 0:
-        return Row(
-            flow,
-            target,
-            False,
-            latency,
-            f"{what} failed to resolve {name} ({response.rcode_name})",
-            detail,
-        )
-    if not response.addresses:
-        return Row(
-            flow, target, False, latency, f"{what} returned no IPv4 address for {name}", detail
-        )
-    addrs = ", ".join(response.addresses)
-    return Row(flow, target, True, latency, f"{what} resolved {name} to {addrs}", detail)
-
-
-def resolve(name: str, servers: Sequence[str], timeout: float) -> tuple[list[str], str]:
-    """Addresses of ``name`` from the first server that answers; ([], why) when none does."""
-    if is_ipv4(name):
-        return [name], ""
-    why = "no DNS server is configured"
-    for server in servers:
-        row = check_dns(server, name, timeout)
-        if row.passed:
-            return list(row.detail["addresses"]), ""
-        why = row.reason
-    return [], why
-
-
-# -- NTP -------------------------------------------------------------------------------------
-
-
-def check_ntp(host: str, address: str, timeout: float, port: int = 123) -> Row:
-    """One SNTP exchange: reachable, stratum, offset of our clock."""
-    target = f"{host}:{port}" if host == address else f"{host} ({address}):{port}"
-    what = f"NTP server {host}"
-    start = time.monotonic()
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.connect((address, port))
-            sock.settimeout(timeout)
-            t1 = time.time()
-            request = sntp.build_request(t1)
-            sock.send(request)
-            deadline = start + timeout
-            while True:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                data = sock.recv(512)
-                t4 = time.time()
-                try:
-                    reply = sntp.parse_reply(data)
-                except sntp.NtpFormatError:
-                    continue
-                if abs(reply.origin - t1) < 1e-3:
-                    break
-    except ConnectionRefusedError:
-        return Row(
-            "ntp", target, False, None, f"{what}: UDP {port} unreachable (ICMP port unreachable)"
-        )
-    except (TimeoutError, OSError) as exc:
-        return Row(
-            "ntp", target, False, None, _oserror_reason(exc, f"UDP {port} to {what}", timeout)
-        )
-    latency = _ms(start)
-    offset, delay = sntp.offset_and_delay(reply, t1, t4)
-    detail = {"stratum": reply.stratum, "offset_s": round(offset, 6), "delay_s": round(delay, 6)}
-    if reply.unsynchronised:
-        return Row(
-            "ntp",
-            target,
-            False,
-            latency,
-            f"{what} answered but is not synchronised itself (stratum {reply.stratum})",
-            detail,
-        )
-    return Row(
-        "ntp",
-        target,
-        True,
-        latency,
-        f"{what} answered: stratum {reply.stratum}, our clock is {offset:+.3f} s off",
-        detail,
-    )
-
-
-def clock_row(ntp_rows: Sequence[Row], kernel_synced: bool | None) -> Row:
-    """Is the router's clock right? By the offset to a reachable server, else by the kernel."""
-    offsets = [r.detail["offset_s"] for r in ntp_rows if r.passed]
-    detail: dict[str, Any] = {"kernel_synchronised": kernel_synced}
-    if offsets:
-        offset = min(offsets, key=abs)
-        detail["offset_s"] = offset
-        if abs(offset) <= CLOCK_TOLERANCE:
-            return Row(
-                "clock", "local", True, None, f"clock synchronised ({offset:+.3f} s)", detail
-            )
-        return Row(
-            "clock",
-            "local",
-            False,
-            None,
-            f"clock is {offset:+.1f} s off; the portal will show data at the wrong time",
-            detail,
-        )
-    if kernel_synced:
-        return Row("clock", "local", True, None, "clock synchronised (kernel flag)", detail)
-    return Row(
-        "clock",
-        "local",
-        False,
-        None,
-        "clock not confirmed: no NTP server answered; the portal may show data at the wrong time",
-        detail,
-    )
-
-
-# -- TCP, TLS, SSH, HTTP ---------------------------------------------------------------------
-
-
-def _label(host: str, address: str, port: int) -> str:
-    return f"{address}:{port}" if host == address else f"{host} ({address}):{port}"
-
-
-def check_tcp(flow: str, host: str, address: str, port: int, timeout: float) -> Row:
-    target = _label(host, address, port)
-    start = time.monotonic()
-    try:
-        with socket.create_connection((address, port), timeout=timeout):
-            pass
-    except (TimeoutError, OSError) as exc:
-        return Row(
-            flow, target, False, None, _oserror_reason(exc, f"TCP {port} to {host}", timeout)
-        )
-    latency = _ms(start)
-    return Row(flow, target, True, latency, f"TCP {port} to {host}: connected")
-
-
-def check_ssh(flow: str, address: str, port: int, timeout: float) -> Row:
-    """TCP connect and read the SSH banner: a proxy answering in its place is caught here."""
-    target = f"{address}:{port}"
-    what = f"TCP {port} to {address}"
-    start = time.monotonic()
-    banner = b""
-    connected = False
-    try:
-        with socket.create_connection((address, port), timeout=timeout) as sock:
-            connected = True
-            sock.settimeout(timeout)
-            while b"\n" not in banner and len(banner) < 255:
-                chunk = sock.recv(255 - len(banner))
-                if not chunk:
-                    break
-                banner += chunk
-    except TimeoutError:
-        if not connected:
-            return Row(flow, target, False, None, _oserror_reason(TimeoutError(), what, timeout))
-    except OSError as exc:
-        return Row(flow, target, False, None, _oserror_reason(exc, what, timeout))
-    latency = _ms(start)
-    line = banner.split(b"\n", 1)[0].rstrip(b"\r").decode("ascii", "replace")
-    if line.startswith("SSH-2.0-"):
-        return Row(flow, target, True, latency, f"{what}: SSH server answered ({line[:60]})")
-    if not banner:
-        return Row(
-            flow,
-            target,
-            False,
-            latency,
-            f"{what}: connected but the server sent no SSH greeting "
-            "(a firewall or proxy may be in the path)",
-        )
-    return Row(
-        flow,
-        target,
-        False,
-        latency,
-        f"{what}: answered with something that is not SSH ({line[:40]!r}); "
-        "a firewall or proxy is in the path",
-    )
-
-
-def tls_context(ca_file: str | None, client_cert: tuple[str, str] | None = None) -> ssl.SSLContext:
-    """Full verification, TLS 1.2 or newer; the system store unless ``ca_file`` is given."""
-    ctx = ssl.create_default_context(cafile=ca_file)
-    ctx.minimum_version = TLS_MIN
-    if client_cert:
-        ctx.load_cert_chain(client_cert[0], client_cert[1])
-    return ctx
-
-
-def presented_certificate(address: str, port: int, server_name: str, timeout: float) -> bytes:
-    """The leaf certificate the far side presents, fetched without verification."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection((address, port), timeout=timeout) as raw,
-        ctx.wrap_socket(raw, server_hostname=server_name) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    return der or b""
-
-
-def _verify_failure(
-    flow: str,
-    target: str,
-    host: str,
-    address: str,
-    port: int,
-    timeout: float,
-    exc: ssl.SSLCertVerificationError,
-    consequence: str,
-) -> Row:
-    """Explain a failed verification: interception, wrong name, or a wrong clock."""
-    message = (exc.verify_message or str(exc)).lower()
-    issuer = "unknown"
-    detail: dict[str, Any] = {"verify_error": exc.verify_message or str(exc)}
-    try:
-        names = certinfo.parse_names(presented_certificate(address, port, host, timeout))
-        issuer = names.issuer_text()
-        detail["issuer"] = issuer
-        detail["subject"] = names.subject_text()
-    except (OSError, ssl.SSLError, certinfo.CertFormatError) as fetch_error:
-        detail["fetch_error"] = str(fetch_error)
-    if "expired" in message or "not yet valid" in message:
-        reason = (
-            f"TLS to {host}: certificate {message} (issuer: {issuer}); check the router's "
-            f"clock (NTP); {consequence}"
-        )
-    elif "hostname mismatch" in message or "ip address mismatch" in message:
-        reason = (
-            f"TLS to {host} presented a certificate for another name (issuer: {issuer}); "
-            f"a device on the customer network redirects the traffic; {consequence}"
-        )
-    else:
-        reason = (
-            f"TLS to {host} is intercepted by a device on the customer network "
-            f"(issuer: {issuer}); {consequence}"
-        )
-    return Row(flow, target, False, None, reason, detail)
-
-
-def check_tls(
-    flow: str,
-    host: str,
-    address: str,
-    port: int,
-    timeout: float,
-    ca_file: str | None,
-    consequence: str,
-    client_cert: tuple[str, str] | None = None,
-    http_probe: bool = False,
-) -> Row:
-    """TCP + verified TLS handshake (TLS 1.2+, chain and name); optional HTTP HEAD after."""
-    target = _label(host, address, port)
-    start = time.monotonic()
-    try:
-        ctx = tls_context(ca_file, client_cert)
-    except (OSError, ssl.SSLError) as exc:
-        return Row(flow, target, False, None, f"cannot load the trust store {ca_file}: {exc}")
-    try:
-        raw = socket.create_connection((address, port), timeout=timeout)
-    except (TimeoutError, OSError) as exc:
-        return Row(
-            flow, target, False, None, _oserror_reason(exc, f"TCP {port} to {host}", timeout)
-        )
-    status_line = ""
-    try:
-        with raw, ctx.wrap_socket(raw, server_hostname=host) as tls:
-            version = tls.version() or "?"
-            if http_probe:
-                tls.sendall(
-                    f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-                )
-                status_line = _read_line(tls)
-    except ssl.SSLCertVerificationError as exc:
-        return _verify_failure(flow, target, host, address, port, timeout, exc, consequence)
-    except ssl.SSLError as exc:
-        return Row(
-            flow,
-            target,
-            False,
-            None,
-            f"TLS to {host} failed ({exc.reason or exc}); a firewall may block or alter TLS; "
-            f"{consequence}",
-        )
-    except (TimeoutError, OSError) as exc:
-        return Row(flow, target, False, None, _oserror_reason(exc, f"TLS to {host}", timeout))
-    latency = _ms(start)
-    detail: dict[str, Any] = {"tls_version": version}
-    if http_probe:
-        detail["http_status"] = status_line
-        if not status_line.startswith("HTTP/"):
-            return Row(
-                flow,
-                target,
-                False,
-                latency,
-                f"TLS to {host} verified but no HTTP answer came back",
-                detail,
-            )
-    return Row(
-        flow, target, True, latency, f"TLS to {host}: {version}, certificate verified", detail
-    )
-
-
-def _read_line(sock: socket.socket | ssl.SSLSocket) -> str:
-    data = b""
-    while b"\n" not in data and len(data) < 1024:
-        chunk = sock.recv(1024 - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
-
-
-def check_http(flow: str, host: str, address: str, port: int, timeout: float) -> Row:
-    """Plain HTTP: any HTTP status line means the server was reached."""
-    target = _label(host, address, port)
-    what = f"TCP {port} to {host}"
-    start = time.monotonic()
-    try:
-        with socket.create_connection((address, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-            line = _read_line(sock)
-    except (TimeoutError, OSError) as exc:
-        return Row(flow, target, False, None, _oserror_reason(exc, what, timeout))
-    latency = _ms(start)
-    if not line.startswith("HTTP/"):
-        return Row(flow, target, False, latency, f"{what}: connected but no HTTP answer")
-    return Row(flow, target, True, latency, f"HTTP to {host}: {line[:60]}", {"http_status": line})
 
 
 # -- all of it -------------------------------------------------------------------------------
@@ -494,7 +71,7 @@ def check_http(flow: str, host: str, address: str, port: int, timeout: float) ->
 
 def _unresolved(flow: str, host: str, port: int | None, why: str) -> Row:
     target = f"{host}:{port}" if port else host
-    return Row(flow, target, False, None, f"cannot resolve {host}: {why}")
+    return Row(flow, target, None, reasons.unresolved(host, why))
 
 
 @dataclass(frozen=True)
@@ -550,7 +127,8 @@ def run_all(
         resolve_jobs = {n: pool.submit(resolve, n, servers, timeout) for n in sorted(names)}
         rows: list[Row] = []
         if not dns_servers:
-            rows.append(Row("dns", "-", False, None, "no DNS server from DHCP or static config"))
+            missing = reasons.other("no DNS server from DHCP or static config")
+            rows.append(Row("dns", "-", None, missing))
         for future, flow, server in dns_jobs:
             rows.append(_result(future, flow, f"{server}:53", timeout * 2))
         resolved: dict[str, tuple[list[str], str]] = {}
@@ -678,9 +256,10 @@ def _result(future: concurrent.futures.Future[Row], flow: str, target: str, limi
     try:
         return future.result(timeout=limit)
     except concurrent.futures.TimeoutError:
-        return Row(flow, target, False, None, f"check did not finish within {_secs(limit)}")
+        late = reasons.other(f"check did not finish within {reasons.seconds(limit)}")
+        return Row(flow, target, None, late)
     except Exception as exc:  # a bug in one check must not hide the other rows
-        return Row(flow, target, False, None, f"check failed: {exc}")
+        return Row(flow, target, None, reasons.other(f"check failed: {exc}"))
 
 
 def as_dict(rows: Sequence[Row]) -> dict[str, Any]:
