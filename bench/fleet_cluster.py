@@ -1,11 +1,11 @@
 """Fleet benchmark on a 2-node RabbitMQ cluster: devices on node 1, the portal on node 2.
 
 RabbitMQ's MQTT plugin keeps retained messages per node and (3.10, Debian 12) speaks only
-MQTT 3.1.1. This runs ``bench/fleet.py``'s sites (the project's own ``PortalLink`` and
+MQTT 3.1.1. This runs ``bench/fleetcommon.py``'s sites (the project's own ``PortalLink`` and
 ``PushController`` with a stub apply, mutual TLS with one certificate each, default settings:
 MQTT 5 asked first) against node 1 of a cluster started by ``energyhub_lab.rabbit``, with
-``fleet.py``'s portal process (the reference ``PortalStandIn`` answering ``config/get``, over
-MQTT 3.1.1) on node 2, and shows:
+its portal process (the reference ``PortalStandIn`` answering ``config/get``, over MQTT
+3.1.1) on node 2, and shows:
 
 1. that a retained ``config/desired`` published on node 2 is NOT seen by a subscriber on node 1
    (it is on node 2), while a real link on node 1 gets the same document through
@@ -30,38 +30,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
-import os
-import resource
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import fleet
 import paho.mqtt.client as mqtt
-from fleet import (
+from fleetcommon import (
     HOLD,
     Fleet,
     Pki,
     PortalProcess,
-    _ratio,
     busiest_share,
+    connect_all_text,
+    exit_on_sigterm,
+    floors,
+    log,
+    memory_text,
+    push_text,
     rss_kib,
-    thread_floor_kib,
-    tls_floor,
     wait,
+    work_dir,
 )
 
-from energyhub_lab.portal import PortalStandIn, topic
+from energyhub_lab.portal import topic
 from energyhub_lab.rabbit import RabbitCluster, RabbitUnavailable, Tls, seen_before_marker
 
 FALLBACK = "trying MQTT 3.1.1"
@@ -86,25 +79,6 @@ class NodeEndpoint:
         # back shows.
         self.cluster.start_node(self.index, wait=False)
         self.launched_at = time.monotonic()
-
-
-class ClusterPortal(PortalProcess):
-    """``fleet.py``'s portal process (stand-in answering ``config/get`` + event observer),
-    speaking MQTT 3.1.1: RabbitMQ 3.10 refuses MQTT 5 and the stand-in has no fallback."""
-
-    def __init__(self, pki: Pki, port: int) -> None:
-        cert, key = pki.clients["portal"]
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--portal-child",
-               str(pki.ca), str(cert), str(key), str(port)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        if self._read().get("ready") is not True:
-            raise RuntimeError("portal process did not start")
-
-
-def portal_child_311(argv: list[str]) -> int:
-    """``fleet.portal_child`` with its stand-in speaking MQTT 3.1.1."""
-    fleet.PortalStandIn = functools.partial(PortalStandIn, protocol="3.1.1")
-    return fleet.portal_child(argv)
 
 
 def portal_client(pki: Pki, port: int) -> Any:
@@ -145,112 +119,98 @@ def retained_across_nodes(
     return {"retained_seen_on_node1": seen[0], "retained_seen_on_node2": seen[1]}
 
 
-def run(n: int, log: Callable[[str], None]) -> dict[str, Any]:
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    work = Path(tempfile.mkdtemp(prefix="eh-fleet-rmq-", dir=base))
+def run(n: int) -> dict[str, Any]:
     out: dict[str, Any] = {"sites": n}
     cluster: RabbitCluster | None = None
     fleets: list[Fleet] = []
-    portal: ClusterPortal | None = None
-    try:
-        log(f"certificates for {n + 1} sites ...")
-        pki = Pki(work, n + 1, "eh-")
-        probe = f"eh-{n:05d}"  # one more identity, for the retained-message probe
-        cluster = RabbitCluster(work / "rabbit", Tls(pki.ca, pki.server_cert, pki.server_key),
-                                [f"eh-{i:05d}" for i in range(n + 1)])  # fmt: skip
-        t0 = time.monotonic()
-        cluster.start()
-        out["cluster_start_s"] = round(time.monotonic() - t0, 1)
-        out["broker"] = cluster.ctl(cluster.nodes[0], "version").strip()
-        log(f"2-node RabbitMQ {out['broker']} cluster up in {out['cluster_start_s']} s")
-        node1 = NodeEndpoint(cluster, 0)
-        portal = ClusterPortal(pki, cluster.nodes[1].mqtt_port)
-        floor_tls = tls_floor(pki, node1.port, "eh-00000", min(n, 200))
-        out["floor_tls_handshake_ms"] = round(floor_tls * 1000, 2)
-        out["floor_thread_kib"] = round(thread_floor_kib(min(n, 500)), 1)
+    portal: PortalProcess | None = None
+    with work_dir("eh-fleet-rmq-") as work:
+        try:
+            log(f"certificates for {n + 1} sites ...")
+            pki = Pki(work, n + 1, "eh-")
+            probe = f"eh-{n:05d}"  # one more identity, for the retained-message probe
+            cluster = RabbitCluster(work / "rabbit", Tls(pki.ca, pki.server_cert, pki.server_key),
+                                    [f"eh-{i:05d}" for i in range(n + 1)])  # fmt: skip
+            t0 = time.monotonic()
+            cluster.start()
+            out["cluster_start_s"] = round(time.monotonic() - t0, 1)
+            out["broker"] = cluster.ctl(cluster.nodes[0], "version").strip()
+            log(f"2-node RabbitMQ {out['broker']} cluster up in {out['cluster_start_s']} s")
+            node1 = NodeEndpoint(cluster, 0)
+            # MQTT 3.1.1: RabbitMQ 3.10 refuses MQTT 5 and the stand-in has no fallback.
+            portal = PortalProcess(pki, cluster.nodes[1].mqtt_port, protocol="3.1.1")
+            floor_tls, out_floors = floors(pki, node1.port, n, handshakes=min(n, 200))
+            out.update(out_floors)
 
-        # 1. retained on node 2 vs config/get from node 1 (before the fleet: few descriptors,
-        # so the probe's paho clients may wait with select()).
-        doc = json.dumps({"version": 1, "device_id": probe, "lan": {"lease": "12h"}}).encode()
-        portal.set({probe: doc}, push=False)
-        out["retained"] = retained_across_nodes(cluster, pki, probe, doc)
-        single = Fleet(1, pki, node1, work / "probe", first=n)
-        fleets.append(single)
-        t0 = time.monotonic()
-        single.start()
-        got = wait(lambda: 1 in single.sites[0].confirmed, 120)
-        out["retained"]["config_get_on_node1_confirmed"] = got
-        out["retained"]["config_get_on_node1_s"] = round(time.monotonic() - t0, 1)
-        single.stop()
-        fleets.remove(single)
-        log(f"retained desired from node 2: {out['retained']}")
+            # 1. retained on node 2 vs config/get from node 1 (before the fleet: few
+            # descriptors, so the probe's paho clients may wait with select()).
+            doc = json.dumps({"version": 1, "device_id": probe, "lan": {"lease": "12h"}}).encode()
+            portal.set({probe: doc}, push=False)
+            out["retained"] = retained_across_nodes(cluster, pki, probe, doc)
+            single = Fleet(1, pki, node1, work / "probe", first=n)
+            fleets.append(single)
+            t0 = time.monotonic()
+            single.start()
+            got = wait(lambda: 1 in single.sites[0].confirmed, 120)
+            out["retained"]["config_get_on_node1_confirmed"] = got
+            out["retained"]["config_get_on_node1_s"] = round(time.monotonic() - t0, 1)
+            single.stop()
+            fleets.remove(single)
+            log(f"retained desired from node 2: {out['retained']}")
 
-        # 2. connect-all with the default settings (MQTT 5 first).
-        answered0 = portal.stats()["answered"]
-        rss0, broker0 = rss_kib(), cluster.nodes[0].rss_kib()
-        sites = Fleet(n, pki, node1, work / "sites")
-        fleets.append(sites)
-        t0 = time.monotonic()
-        sites.start()
-        ok = wait(sites.all_connected, 600)
-        out["connect_all_s"] = round(time.monotonic() - t0, 2)
-        out["connect_all_ok"] = ok
-        out["connect_all_floor_s"] = round(floor_tls * n, 2)
-        firsts = [s.connects[0] for s in sites.sites if s.connects]
-        out["connect_all_busiest_second_share"] = round(busiest_share(firsts, n), 4)
-        out["protocols"] = dict(Counter(s.link.protocol for s in sites.sites))
-        out["fell_back"] = sum(any(FALLBACK in st.reason for st in s.states) for s in sites.sites)
-        wait(lambda: portal.stats()["answered"] - answered0 >= n, 120)
-        out["desired_requests_answered"] = portal.stats()["answered"] - answered0
-        out["memory_per_link_kib"] = round((rss_kib() - rss0) / n, 1)
-        out["broker_kib_per_connection"] = round((cluster.nodes[0].rss_kib() - broker0) / n, 1)
-        log(f"connect-all {out['connect_all_s']} s, protocols {out['protocols']}, "
-            f"fell back {out['fell_back']}/{n}")  # fmt: skip
+            # 2. connect-all with the default settings (MQTT 5 first).
+            answered0 = portal.stats()["answered"]
+            rss0, broker0 = rss_kib(), cluster.nodes[0].rss_kib()
+            sites = Fleet(n, pki, node1, work / "sites")
+            fleets.append(sites)
+            out.update(sites.connect_all(floor_tls))
+            firsts = [s.connects[0] for s in sites.sites if s.connects]
+            out["connect_all_busiest_second_share"] = round(busiest_share(firsts, n), 4)
+            out["protocols"] = dict(Counter(s.link.protocol for s in sites.sites))
+            out["fell_back"] = sum(any(FALLBACK in st.reason for st in s.states)
+                                   for s in sites.sites)  # fmt: skip
+            wait(lambda: portal.stats()["answered"] - answered0 >= n, 120)
+            out["desired_requests_answered"] = portal.stats()["answered"] - answered0
+            out["memory_per_link_kib"] = round((rss_kib() - rss0) / n, 1)
+            out["broker_kib_per_connection"] = round((cluster.nodes[0].rss_kib() - broker0) / n, 1)
+            log(f"connect-all {out['connect_all_s']} s, protocols {out['protocols']}, "
+                f"fell back {out['fell_back']}/{n}")  # fmt: skip
 
-        # 3. push to all, published by the portal on node 2.
-        wait(sites.all_held, HOLD + 120)
-        wan = {"wan": {"proto": "dhcp", "mtu": 1500}}
-        out["push_wan"] = sites.push(portal, 1, wan)
-        log(f"push (fresh confirm): {out['push_wan']}")
-        out["push_lan"] = sites.push(portal, 2, {**wan, "lan": {"lease": "12h"}})
-        log(f"push (live confirm): {out['push_lan']}")
+            # 3. push to all, published by the portal on node 2.
+            wait(sites.all_held, HOLD + 120)
+            wan = {"wan": {"proto": "dhcp", "mtu": 1500}}
+            out["push_wan"] = sites.push(portal, 1, wan)
+            log(f"push (fresh confirm): {out['push_wan']}")
+            out["push_lan"] = sites.push(portal, 2, {**wan, "lan": {"lease": "12h"}})
+            log(f"push (live confirm): {out['push_lan']}")
 
-        # 4. restart node 1 while the desired state changes: the live push reaches no device
-        # and its retained copy stays on node 2; only config/get can deliver version 3.
-        wait(sites.all_held, HOLD + 120)
-        answered0 = portal.stats()["answered"]
+            # 4. restart node 1 while the desired state changes: the live push reaches no
+            # device and its retained copy stays on node 2; only config/get can deliver
+            # version 3.
+            wait(sites.all_held, HOLD + 120)
+            answered0 = portal.stats()["answered"]
 
-        def change_desired() -> None:
-            sites.push(portal, 3, {**wan, "lan": {"lease": "6h"}}, timeout=0)
+            def change_desired() -> None:
+                sites.push(portal, 3, {**wan, "lan": {"lease": "6h"}}, timeout=0)
 
-        restart = sites.outage(node1, 1.0, change_desired)
-        cluster.await_node(0)
-        t_down, t_launch = node1.stopped_at, node1.launched_at
-        first = min(t for s in sites.sites for t in s.connects if t >= t_launch)
-        restart["node_stopped_s"] = round(t_launch - t_down, 1)  # stop + the 1 s outage
-        restart["first_back_s"] = round(first - t_launch, 1)  # ~ node 1's boot to MQTT
-        synced = wait(lambda: all(3 in s.confirmed for s in sites.sites), 900)
-        times = [s.confirmed[3] - t_down for s in sites.sites if 3 in s.confirmed]
-        restart.update({
-            "all_synchronised": synced,
-            "unsynchronised": n - len(times),
-            "p50_s": round(statistics.median(times), 2) if times else None,
-            "max_s": round(max(times), 2) if times else None,
-            "answers_after_restart": portal.stats()["answered"] - answered0,
-        })  # fmt: skip
-        out["restart_node1"] = restart
-        log(f"node 1 restart: {restart}")
-    finally:
-        for each in fleets:
-            with contextlib.suppress(Exception):
-                each.stop()
-        if portal is not None:
-            portal.close()
-        if cluster is not None:
-            cluster.close()
-        shutil.rmtree(work, ignore_errors=True)
+            restart = sites.outage(node1, 1.0, change_desired)
+            cluster.await_node(0)
+            t_down, t_launch = node1.stopped_at, node1.launched_at
+            first = min(t for s in sites.sites for t in s.connects if t >= t_launch)
+            restart["node_stopped_s"] = round(t_launch - t_down, 1)  # stop + the 1 s outage
+            restart["first_back_s"] = round(first - t_launch, 1)  # ~ node 1's boot to MQTT
+            restart.update(sites.synchronised(3, t_down))
+            restart["answers_after_restart"] = portal.stats()["answered"] - answered0
+            out["restart_node1"] = restart
+            log(f"node 1 restart: {restart}")
+        finally:
+            for each in fleets:
+                with contextlib.suppress(Exception):
+                    each.stop()
+            if portal is not None:
+                portal.close()
+            if cluster is not None:
+                cluster.close()
     return out
 
 
@@ -264,23 +224,16 @@ def report(r: dict[str, Any]) -> str:
                f"{ret['retained_seen_on_node2']}; a link on node 1 confirmed it through "
                f"config/get: {ret['config_get_on_node1_confirmed']} "
                f"({ret['config_get_on_node1_s']} s)")  # fmt: skip
-    floor = r["connect_all_floor_s"]
     protocols = ", ".join(f"MQTT {k}: {v}" for k, v in sorted(r["protocols"].items()))
-    out.append(f"  connect-all: {r['connect_all_s']} s (floor: {n} sequential TLS handshakes "
-               f"{floor} s, {_ratio(r['connect_all_s'], floor)}), busiest second "
+    out.append(f"  {connect_all_text(r)}, busiest second "
                f"{r['connect_all_busiest_second_share']:.1%}; {protocols}; "
                f"{r['fell_back']}/{n} fell back from MQTT 5 after the broker closed the "
                "connection")  # fmt: skip
-    mem, tfloor = r["memory_per_link_kib"], r["floor_thread_kib"]
-    out.append(f"  memory per link: {mem} KiB (floor: an idle thread in poll {tfloor} KiB, "
-               f"{_ratio(mem, tfloor)}); node 1 grew {r['broker_kib_per_connection']} KiB "
+    out.append(f"  {memory_text(r)}; node 1 grew {r['broker_kib_per_connection']} KiB "
                "per MQTT connection")  # fmt: skip
     for key, label in (("push_wan", "push from node 2, WAN change (fresh confirm)"),
                        ("push_lan", "push from node 2, LAN change (live confirm)")):  # fmt: skip
-        p = r[key]
-        out.append(f"  {label}: {p['confirmed']}/{n} confirmed, p50 {p['p50_s']} s, p99 "
-                   f"{p['p99_s']} s, busiest second of reconnects "
-                   f"{p['busiest_second_reconnects_share']:.1%}")  # fmt: skip
+        out.append(f"  {push_text(label, r[key], n)}")
     s = r["restart_node1"]
     out.append(f"  node 1 restart (stopped {s['node_stopped_s']} s, first site back "
                f"{s['first_back_s']} s after the relaunch) with the desired state changed "
@@ -292,25 +245,14 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _terminate(_signum: int, _frame: Any) -> None:
-    raise SystemExit(143)  # unwinds through run()'s finally: nodes, epmd, files
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--portal-child"]:
-        return portal_child_311(argv[1:])
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-
-    def log(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
     try:
-        result = run(args.sites, log)
+        result = run(args.sites)
     except RabbitUnavailable as exc:
         print(f"fleet on a RabbitMQ cluster: skipped, rabbitmq-server cannot start: {exc}")
         return 0

@@ -9,10 +9,7 @@ pool over DHCP.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ import pytest
 
 from energyhub_lab import internet, netns
 from energyhub_lab.internet import MiniLab
-from energyhubd.control.client import ControlError, call
+from tests.realdaemon import RealDaemon, RealDaemons, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -28,76 +25,15 @@ ROUTER_LAN = "192.168.254.1"
 WAIT = 45  # seconds; each wait returns as soon as its condition holds
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (ControlError, OSError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(message)
-        time.sleep(0.2)
-
-
 @pytest.fixture
-def daemon(minilab: MiniLab, tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], str]]:
-    procs: list[subprocess.Popen[bytes]] = []
-    log = tmp_path / "energyhubd.log"
+def daemon(real_daemons: RealDaemons) -> Callable[[dict[str, Any]], RealDaemon]:
+    """Starts a daemon (portal off, no WAN resolv file) with ``lan.dhcp`` as given."""
 
-    def start(dhcp: dict[str, Any]) -> str:
-        sock = str(tmp_path / "energyhubd.sock")
-        config = {
-            "platform": "linux",
-            "state_dir": str(tmp_path / "state"),
-            "wan": {"device": "wan"},
-            "lan": {"device": "lan", "dhcp": dhcp},
-            "control": {"socket": sock},
-            "dns": {"fallback": [internet.DNS_IP]},
-            "portal": {"enabled": False},
-        }
-        path = tmp_path / "config.json"
-        path.write_text(json.dumps(config))
-        cmd = [sys.executable, "-m", "energyhubd.cli", "run", "--config", str(path)]
-        with open(log, "ab") as out:
-            procs.append(
-                subprocess.Popen(
-                    netns.ns_cmd(minilab.router, cmd),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-        try:
-            wait_for(
-                lambda: call(sock, "status", timeout=2)["policy"]["state"] == "applied",
-                WAIT,
-                "energyhubd did not start",
-            )
-        except BaseException:
-            print(log.read_text(errors="replace")[-3000:])  # shown with the failure
-            raise
-        return sock
+    def start(dhcp: dict[str, Any]) -> RealDaemon:
+        config = real_daemons.config(lan={"device": "lan", "dhcp": dhcp}, portal={"enabled": False})
+        return real_daemons.start(config, wan_dns=None)
 
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        netns.ns_run(minilab.router, ["nft", "delete", "table", "inet", "energyhub"], check=False)
-
-
-def ctl_status(sock: str) -> str:
-    cmd = [sys.executable, "-m", "energyhubd.ctl", "--socket", sock, "status"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+    return start
 
 
 def host_mac(minilab: MiniLab) -> str:
@@ -105,16 +41,16 @@ def host_mac(minilab: MiniLab) -> str:
     return str(link[0]["address"])
 
 
-def events(sock: str, kind: str) -> list[dict[str, Any]]:
-    return [e for e in call(sock, "status")["events"] if e["kind"] == kind]
+def events(daemon: RealDaemon, kind: str) -> list[dict[str, Any]]:
+    return [e for e in daemon.status()["events"] if e["kind"] == kind]
 
 
 def test_display_mac_answering_from_a_second_address_is_flagged(
-    minilab: MiniLab, daemon: Callable[[dict[str, Any]], str]
+    minilab: MiniLab, daemon: Callable[[dict[str, Any]], RealDaemon]
 ) -> None:
     mac = host_mac(minilab)
     reservation = {"name": "display", "mac": mac, "ip": "192.168.254.200"}
-    sock = daemon({"reservations": [reservation]})
+    running = daemon({"reservations": [reservation]})
     clone = "192.168.254.150"
     # Short neighbour timers, as the lab site uses: the kernel re-confirms each address
     # within seconds (REACHABLE again), so the alternation shows quickly.
@@ -133,22 +69,22 @@ def test_display_mac_answering_from_a_second_address_is_flagged(
                     ["ping", "-c", "1", "-W", "1", "-I", source, ROUTER_LAN],
                     check=False,
                 )
-            return bool(events(sock, "duplicate_mac"))
+            return bool(events(running, "duplicate_mac"))
 
         wait_for(both_talk, WAIT, "no duplicate_mac event")
-        event = events(sock, "duplicate_mac")[0]
+        event = events(running, "duplicate_mac")[0]
         assert event["severity"] == "error"
         assert event["data"]["name"] == "display"
         assert event["data"]["ips"] == [internet.LAN_HOST_IP, clone]
-        assert f"DUPLICATE MAC {mac} (display)" in ctl_status(sock)
+        assert f"DUPLICATE MAC {mac} (display)" in running.ctl("status").stdout
     finally:
         netns.ip(minilab.lanhost, "addr", "del", f"{clone}/24", "dev", "eth0", check=False)
 
 
 def test_exhausted_pool_raises_a_clear_event_and_a_status_line(
-    minilab: MiniLab, daemon: Callable[[dict[str, Any]], str], tmp_path: Path
+    minilab: MiniLab, daemon: Callable[[dict[str, Any]], RealDaemon], tmp_path: Path
 ) -> None:
-    sock = daemon({"start": "192.168.254.210", "end": "192.168.254.212", "reservations": []})
+    running = daemon({"start": "192.168.254.210", "end": "192.168.254.212", "reservations": []})
     script = tmp_path / "udhcpc-noop.sh"
     script.write_text("#!/bin/sh\nexit 0\n")  # the lease is all we need, not the address
     script.chmod(0o755)
@@ -163,13 +99,13 @@ def test_exhausted_pool_raises_a_clear_event_and_a_status_line(
                 ["udhcpc", "-i", name, "-q", "-n", "-t", "10", "-T", "1", "-s", str(script)],
                 timeout=60,
             )
-        exhausted = wait_for(lambda: events(sock, "pool_exhausted"), WAIT, "no pool_exhausted")
+        exhausted = wait_for(lambda: events(running, "pool_exhausted"), WAIT, "no pool_exhausted")
         data = exhausted[0]["data"]
         assert exhausted[0]["severity"] == "error"
         assert (data["used"], data["size"], data["unknown_leases"]) == (3, 3, 3)
         assert "a new device gets no address" in data["message"]
-        assert call(sock, "status")["inventory"]["pool"]["exhausted"] is True
-        assert "POOL EXHAUSTED" in ctl_status(sock)
+        assert running.status()["inventory"]["pool"]["exhausted"] is True
+        assert "POOL EXHAUSTED" in running.ctl("status").stdout
     finally:
         for name in names:
             netns.ip(minilab.lanhost, "link", "del", name, check=False)

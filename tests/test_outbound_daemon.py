@@ -13,17 +13,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from energyhub_lab import internet, netns
 from energyhub_lab.internet import MiniLab, connect_in, diagnose_in, tcp_connect_in
-from energyhubd.control.client import ControlError, call
+from energyhubd.control.client import ControlError
 from energyhubd.outbound.diagnose import FLOWS
+from tests.realdaemon import RealDaemon, RealDaemons, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -35,95 +35,17 @@ def lab(minilab: MiniLab) -> MiniLab:
     return minilab
 
 
-@dataclass
-class RunningDaemon:
-    proc: subprocess.Popen[bytes]
-    socket: str
-    log: Path
-
-    def call(self, method: str, args: dict[str, Any] | None = None, timeout: float = 90) -> Any:
-        return call(self.socket, method, args, timeout=timeout)
-
-    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "energyhubd.ctl", "--socket", self.socket, *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except ControlError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(message)
-
-
 @pytest.fixture
-def daemon_factory(lab: MiniLab, tmp_path: Path) -> Iterator[Callable[..., RunningDaemon]]:
-    started: list[RunningDaemon] = []
+def daemon_factory(outbound_lab: MiniLab, real_daemons: RealDaemons) -> Callable[..., RealDaemon]:
+    """Starts a daemon with the lab's outbound services, the portal off; ``doc`` replaces
+    whole top-level sections. The lab's block switches are clear before and after."""
 
-    def start(**doc: Any) -> RunningDaemon:
-        resolv = tmp_path / "wan-resolv.conf"
-        resolv.write_text(f"nameserver {internet.CUSTOMER_RESOLVER}\n")
-        sock = str(tmp_path / "energyhubd.sock")
-        config = {
-            "platform": "linux",
-            "state_dir": str(tmp_path / "state"),
-            "wan": {"device": "wan"},
-            "lan": {"device": "lan"},
-            "control": {"socket": sock},
-            "dns": {"fallback": [internet.DNS_IP]},
-            "portal": {"enabled": False},
-            "outbound": lab.services.outbound_config(),
-            **doc,
-        }
-        path = tmp_path / "config.json"
-        path.write_text(json.dumps(config))
-        log = tmp_path / "energyhubd.log"
-        cmd = [sys.executable, "-m", "energyhubd.cli", "run", "--config", str(path)]
-        cmd += ["--pid-file", str(tmp_path / "energyhubd.pid"), "--resolv-file", str(resolv)]
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                netns.ns_cmd(lab.router, cmd),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        daemon = RunningDaemon(proc, sock, log)
-        started.append(daemon)
-        wait_for(
-            lambda: daemon.call("status", timeout=2)["policy"]["state"] == "applied",
-            20,
-            f"energyhubd did not apply its policy; log:\n{_tail(log)}",
-        )
-        return daemon
+    def start(**doc: Any) -> RealDaemon:
+        outbound = outbound_lab.services.outbound_config()
+        sections = {"portal": {"enabled": False}, "outbound": outbound}
+        return real_daemons.start(real_daemons.config(**{**sections, **doc}))
 
-    lab.services.clear()
-    try:
-        yield start
-    finally:
-        lab.services.clear()
-        for daemon in started:
-            daemon.proc.terminate()
-            try:
-                daemon.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                daemon.proc.kill()
-                daemon.proc.wait(5)
-        # The daemon leaves its table in place (fail closed); the next test starts clean.
-        netns.ns_run(lab.router, ["nft", "delete", "table", "inet", "energyhub"], check=False)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    return start
 
 
 def _rows(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -131,7 +53,7 @@ def _rows(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_daemon_diagnoses_every_flow_and_names_the_blocked_one(
-    lab: MiniLab, daemon_factory: Callable[..., RunningDaemon]
+    lab: MiniLab, daemon_factory: Callable[..., RealDaemon]
 ) -> None:
     daemon = daemon_factory()
     result = daemon.call("diagnose", {"timeout": 60})
@@ -177,7 +99,7 @@ def test_daemon_diagnoses_every_flow_and_names_the_blocked_one(
 
 
 def test_allowlist_passes_the_required_flows_and_counts_what_it_drops(
-    lab: MiniLab, daemon_factory: Callable[..., RunningDaemon]
+    lab: MiniLab, daemon_factory: Callable[..., RealDaemon]
 ) -> None:
     daemon = daemon_factory(egress={"mode": "allowlist"})
     egress_status = wait_for(
@@ -237,29 +159,45 @@ def test_allowlist_passes_the_required_flows_and_counts_what_it_drops(
     assert reached, why
 
 
-def test_daemon_keeps_an_always_on_tunnel_up(
-    lab: MiniLab, daemon_factory: Callable[..., RunningDaemon]
-) -> None:
-    remote_port = 20031
-    outbound = {
-        **lab.services.outbound_config(),
-        "tunnel": {
-            "mode": "always",
+@dataclass
+class TunnelRig:
+    """A daemon with the support tunnel to the lab's gateway, and what the tests look at."""
+
+    lab: MiniLab
+    daemon: RealDaemon
+    remote_port: int
+
+    @classmethod
+    def start(
+        cls,
+        lab: MiniLab,
+        daemon_factory: Callable[..., RealDaemon],
+        remote_port: int,
+        **tunnel: Any,
+    ) -> TunnelRig:
+        settings = {
             "user": "root",
             "key_file": str(lab.services.client_key),
             "remote_port": remote_port,
             "host_key": lab.services.gateway_host_key,
-        },
-    }
-    daemon = daemon_factory(outbound=outbound)
+            **tunnel,
+        }
+        outbound = {**lab.services.outbound_config(), "tunnel": settings}
+        return cls(lab, daemon_factory(outbound=outbound), remote_port)
 
-    def tunnel() -> dict[str, Any]:
-        state: dict[str, Any] = daemon.call("status")["outbound"]["tunnel"]
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self.daemon.call("status")["outbound"]["tunnel"]
         return state
 
-    def gateway_side_open() -> bool:
-        return tcp_connect_in(lab.services.ns, "127.0.0.1", remote_port, timeout=0.5)[0]
+    def gateway_side_open(self) -> bool:
+        return tcp_connect_in(self.lab.services.ns, "127.0.0.1", self.remote_port, timeout=0.5)[0]
 
+
+def test_daemon_keeps_an_always_on_tunnel_up(
+    lab: MiniLab, daemon_factory: Callable[..., RealDaemon]
+) -> None:
+    rig = TunnelRig.start(lab, daemon_factory, 20031, mode="always")
+    daemon, tunnel, gateway_side_open = rig.daemon, rig.state, rig.gateway_side_open
     wait_for(lambda: tunnel()["state"] == "running" and gateway_side_open(), 20, "no tunnel")
     first = tunnel()
     assert first["mode"] == "always" and first["restarts"] == 0
@@ -277,28 +215,11 @@ def test_daemon_keeps_an_always_on_tunnel_up(
 
 
 def test_on_demand_tunnel_opens_closes_and_expires_on_command(
-    lab: MiniLab, daemon_factory: Callable[..., RunningDaemon]
+    lab: MiniLab, daemon_factory: Callable[..., RealDaemon]
 ) -> None:
-    remote_port = 20032
-    outbound = {
-        **lab.services.outbound_config(),
-        "tunnel": {
-            "mode": "on_demand",
-            "user": "root",
-            "key_file": str(lab.services.client_key),
-            "remote_port": remote_port,
-            "host_key": lab.services.gateway_host_key,
-            "expiry_hours": 0.001,  # 3.6 s: the default expiry of a plain "open"
-        },
-    }
-    daemon = daemon_factory(outbound=outbound)
-
-    def tunnel() -> dict[str, Any]:
-        state: dict[str, Any] = daemon.call("status")["outbound"]["tunnel"]
-        return state
-
-    def gateway_side_open() -> bool:
-        return tcp_connect_in(lab.services.ns, "127.0.0.1", remote_port, timeout=0.5)[0]
+    # expiry_hours 0.001 = 3.6 s: the default expiry of a plain "open"
+    rig = TunnelRig.start(lab, daemon_factory, 20032, mode="on_demand", expiry_hours=0.001)
+    daemon, tunnel, gateway_side_open = rig.daemon, rig.state, rig.gateway_side_open
 
     assert tunnel()["state"] == "idle" and not gateway_side_open()
 
@@ -338,7 +259,7 @@ def test_on_demand_tunnel_opens_closes_and_expires_on_command(
 
 
 def test_tunnel_method_refuses_when_the_tunnel_is_disabled(
-    daemon_factory: Callable[..., RunningDaemon],
+    daemon_factory: Callable[..., RealDaemon],
 ) -> None:
     daemon = daemon_factory()
     with pytest.raises(ControlError, match="tunnel: the support tunnel is disabled"):
@@ -383,13 +304,13 @@ def _lan_query(lab: MiniLab, name: str, budget: float = 8.0) -> dict[str, Any]:
 
 
 def test_lan_dns_falls_back_when_the_dhcp_provided_server_does_not_answer(
-    lab: MiniLab, daemon_factory: Callable[..., RunningDaemon], tmp_path: Path
+    lab: MiniLab, daemon_factory: Callable[..., RealDaemon]
 ) -> None:
     """The router's dnsmasq asks the WAN's DHCP-provided server first, ``dns.fallback`` next.
 
     Distinct names per step: the router's dnsmasq must not answer from its cache.
     """
-    daemon_factory()
+    daemon = daemon_factory()
     name_primary, name_fallback, name_none = (
         internet.NTP_NAMES[0],
         internet.BROKER_NAME,
@@ -414,8 +335,8 @@ def test_lan_dns_falls_back_when_the_dhcp_provided_server_does_not_answer(
     # A new WAN lease names another server: the router's dnsmasq follows without a restart.
     lab.services.clear()
     lab.services.block("dns")
-    (tmp_path / "wan-resolv.conf").write_text(f"nameserver {internet.DNS_IP}\n")
-    merged = tmp_path / "state" / "dnsmasq" / "upstream.resolv"
+    daemon.resolv.write_text(f"nameserver {internet.DNS_IP}\n")
+    merged = daemon.state / "dnsmasq" / "upstream.resolv"
     wait_for(
         lambda: merged.read_text().split("\n")[1:] == [f"nameserver {internet.DNS_IP}", ""],
         5,

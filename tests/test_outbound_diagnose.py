@@ -31,18 +31,9 @@ FALLBACK = [internet.DNS_IP]
 ALL_FLOWS = FLOWS
 
 
-@pytest.fixture(scope="module")
-def lab(minilab: MiniLab) -> MiniLab:
-    return minilab
-
-
 @pytest.fixture
-def site(lab: MiniLab) -> Iterator[MiniLab]:
-    lab.services.clear()
-    try:
-        yield lab
-    finally:
-        lab.services.clear()
+def site(outbound_lab: MiniLab) -> MiniLab:
+    return outbound_lab
 
 
 def assert_wire_shape(row: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,19 +28,6 @@ class Resolver:
 
     def __call__(self, name: str, servers: Sequence[str], timeout: float) -> tuple[list[str], str]:
         return list(self.addresses), "" if self.addresses else "no answer"
-
-
-@pytest.fixture
-def loop() -> Iterator[EventLoop]:
-    ev = EventLoop()
-    thread = threading.Thread(target=ev.run, daemon=True)
-    thread.start()
-    try:
-        yield ev
-    finally:
-        ev.stop()
-        thread.join(5)
-        ev.close()
 
 
 def allowlist_config(tmp_path: Path) -> Config:

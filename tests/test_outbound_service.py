@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -28,8 +28,7 @@ from energyhubd.outbound.diagnose import Row
 from energyhubd.outbound.inputs import read_nameservers, wan_dns_servers
 from energyhubd.outbound.service import OutboundService
 from energyhubd.policy import egress, nft
-
-T = TypeVar("T")
+from tests.loopthread import on_loop
 
 
 class SlowRunner:
@@ -57,38 +56,6 @@ class SlowRunner:
                 reasons.other("TCP 2443 to 203.0.113.20: no answer"),
             ),
         ]
-
-
-@pytest.fixture
-def loop() -> Iterator[EventLoop]:
-    ev = EventLoop()
-    thread = threading.Thread(target=ev.run, daemon=True)
-    thread.start()
-    try:
-        yield ev
-    finally:
-        ev.stop()
-        thread.join(5)
-        ev.close()
-
-
-def on_loop(loop: EventLoop, func: Callable[[], T]) -> T:
-    done = threading.Event()
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = func()
-        except Exception as exc:
-            box["error"] = exc
-        done.set()
-
-    loop.post(run)
-    assert done.wait(5)
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
 
 
 def make_service(

@@ -10,12 +10,8 @@ table is never touched, and the mount disappears with the daemon.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +20,8 @@ import pytest
 from energyhub_lab import internet, netns
 from energyhub_lab import portal as lab_portal
 from energyhub_lab.internet import MiniLab
-from energyhubd.control.client import ControlError, call
-from tests.conftest import unique
+from tests.conftest import minilab_up
+from tests.realdaemon import RealDaemon, RealDaemons, tail, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -33,51 +29,11 @@ DEVICE = "eh-robust"
 PUSH_WAIT = 30  # seconds; generous for a loaded 2-core machine (never a speed assertion)
 
 
-@dataclass
-class Running:
-    proc: subprocess.Popen[bytes]
-    socket: str
-    log: Path
-    state: Path
-
-    def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = call(self.socket, "status", timeout=5)
-        return result
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (ControlError, OSError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(message)
-        time.sleep(0.2)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @pytest.fixture(scope="module")
 def minilab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniLab]:
     """A MiniLab whose broker takes the router's certificate as its identity (per-device ACL)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    prefix = unique("ehS")
-    mini = MiniLab(prefix, tmp_path_factory.mktemp(prefix), require_client_cert=True)
-    try:
-        mini.up()
+    with minilab_up(tmp_path_factory, "ehS", require_client_cert=True) as mini:
         yield mini
-    finally:
-        mini.down()
 
 
 @pytest.fixture(scope="module")
@@ -92,78 +48,39 @@ def portal_pki(minilab: MiniLab) -> Path:
 
 
 @pytest.fixture
-def start(minilab: MiniLab, portal_pki: Path, tmp_path: Path) -> Iterator[Callable[..., Running]]:
-    started: list[Running] = []
+def start(
+    minilab: MiniLab, portal_pki: Path, real_daemons: RealDaemons
+) -> Callable[..., RealDaemon]:
+    """A daemon linked to the lab's portal broker; ``tmpfs_kib``: its state directory is a
+    tmpfs of that size, mounted in a mount namespace of the daemon's own."""
+    portal = {
+        "host": internet.BROKER_IP,
+        "server_name": internet.BROKER_NAME,
+        "ca_file": str(portal_pki / "lab-ca.pem"),
+        "cert_file": str(portal_pki / "router-client.pem"),
+        "key_file": str(portal_pki / "router-client.key"),
+        "confirm_window": 60,
+        "backoff_initial": 0.5,
+        "backoff_max": 2,
+    }
+    config = real_daemons.config(
+        version=1, device_id=DEVICE, outbound=minilab.services.outbound_config(), portal=portal
+    )
 
-    def run(tmpfs_kib: int | None = None, ready: bool = True) -> Running:
-        sock = str(tmp_path / "energyhubd.sock")
-        state = tmp_path / "state"
-        state.mkdir(exist_ok=True)
-        config = {
-            "version": 1,
-            "device_id": DEVICE,
-            "platform": "linux",
-            "state_dir": str(state),
-            "wan": {"device": "wan"},
-            "lan": {"device": "lan"},
-            "control": {"socket": sock},
-            "dns": {"fallback": [internet.DNS_IP]},
-            "outbound": minilab.services.outbound_config(),
-            "portal": {
-                "host": internet.BROKER_IP,
-                "server_name": internet.BROKER_NAME,
-                "ca_file": str(portal_pki / "lab-ca.pem"),
-                "cert_file": str(portal_pki / "router-client.pem"),
-                "key_file": str(portal_pki / "router-client.key"),
-                "confirm_window": 60,
-                "backoff_initial": 0.5,
-                "backoff_max": 2,
-            },
-        }
-        path = tmp_path / "config.json"
-        path.write_text(json.dumps(config))
-        resolv = tmp_path / "resolv.conf"
-        resolv.write_text(f"nameserver {internet.CUSTOMER_RESOLVER}\n")
-        log = tmp_path / "energyhubd.log"
-        daemon = [sys.executable, "-m", "energyhubd.cli", "run", "--config", str(path)]
-        daemon += ["--resolv-file", str(resolv)]
-        cmd = daemon
-        if tmpfs_kib is not None:
+    def run(tmpfs_kib: int | None = None) -> RealDaemon:
+        real_daemons.state.mkdir(exist_ok=True)
+
+        def in_tmpfs(daemon: list[str]) -> list[str]:
             # exec all the way down: the daemon keeps the pid, so nsenter -t finds its mounts.
             script = (
                 f'mount -t tmpfs -o size={tmpfs_kib}k,mode=0700 eh-state "$1" && shift && exec "$@"'
             )
             cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
-            cmd += ["sh", str(state), *daemon]
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                netns.ns_cmd(minilab.router, cmd),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        running = Running(proc, sock, log, state)
-        started.append(running)
-        if ready:
-            wait_for(
-                lambda: running.status()["policy"]["state"] == "applied",
-                30,
-                f"energyhubd did not apply its policy; log:\n{tail(log)}",
-            )
-        return running
+            return [*cmd, "sh", str(real_daemons.state), *daemon]
 
-    try:
-        yield run
-    finally:
-        for running in started:
-            running.proc.terminate()
-            try:
-                running.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                running.proc.kill()
-                running.proc.wait(5)
-        netns.ns_run(minilab.router, ["nft", "delete", "table", "inet", "energyhub"], check=False)
+        return real_daemons.start(config, wrap=None if tmpfs_kib is None else in_tmpfs)
+
+    return run
 
 
 def portal_args(root: Path) -> list[str]:
@@ -230,7 +147,7 @@ CASES: dict[str, tuple[dict[str, bytes], str]] = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_daemon_starts_and_applies_with_a_corrupt_state_file(
-    start: Callable[..., Running], tmp_path: Path, case: str
+    start: Callable[..., RealDaemon], tmp_path: Path, case: str
 ) -> None:
     files, bad = CASES[case]
     portal_dir = tmp_path / "state" / "portal"
@@ -255,10 +172,7 @@ def test_daemon_starts_and_applies_with_a_corrupt_state_file(
     assert (portal_dir / moved).read_bytes() == files[bad]  # kept for support
     events = [e for e in status["events"] if e["kind"] == "state_file_corrupt"]
     assert events and events[0]["data"]["file"] == bad and events[0]["severity"] == "error"
-    shown = subprocess.run(
-        [sys.executable, "-m", "energyhubd.ctl", "--socket", daemon.socket, "status"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    shown = daemon.ctl("status")
     assert f"{bad} was bad at start" in shown.stdout, shown.stdout
     # A second start finds nothing wrong any more.
     daemon.proc.terminate()
@@ -267,7 +181,7 @@ def test_daemon_starts_and_applies_with_a_corrupt_state_file(
     assert again.status()["portal"]["state_files"] == []
 
 
-def test_every_state_file_corrupt_at_once(start: Callable[..., Running], tmp_path: Path) -> None:
+def test_every_state_file_corrupt_at_once(start: Callable[..., RealDaemon], tmp_path: Path) -> None:
     portal_dir = tmp_path / "state" / "portal"
     portal_dir.mkdir(parents=True)
     for name in ("last-good.json", "candidate.json", "pending.json", "failed.json"):
@@ -278,24 +192,16 @@ def test_every_state_file_corrupt_at_once(start: Callable[..., Running], tmp_pat
     assert len(status["portal"]["state_files"]) == 5
 
 
-def ctl_status(daemon: Running) -> str:
-    shown = subprocess.run(
-        [sys.executable, "-m", "energyhubd.ctl", "--socket", daemon.socket, "status"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    return shown.stdout
-
-
-def reload_with(daemon: Running, config: Path, change: Callable[[dict[str, Any]], None]) -> None:
+def reload_with(daemon: RealDaemon, config: Path, change: Callable[[dict[str, Any]], None]) -> None:
     document = json.loads(config.read_text())
     change(document)
     config.write_text(json.dumps(document))
-    result = call(daemon.socket, "reload", timeout=30)
+    result = daemon.call("reload", timeout=30)
     assert result["applied"] is True, result
 
 
 def test_bad_state_file_line_survives_a_reload_that_restarts_the_portal_link(
-    start: Callable[..., Running], tmp_path: Path
+    start: Callable[..., RealDaemon], tmp_path: Path
 ) -> None:
     """The runner that found the bad file is replaced (and then stopped) by reloads; the
     status line stays until the daemon restarts, and the event is told once."""
@@ -315,14 +221,14 @@ def test_bad_state_file_line_survives_a_reload_that_restarts_the_portal_link(
     status = daemon.status()
     assert status["portal"]["enabled"] is True
     assert status["portal"]["state_files"] == found
-    assert "last-good.json was bad at start (not valid JSON" in ctl_status(daemon)
+    assert "last-good.json was bad at start (not valid JSON" in daemon.ctl("status").stdout
     # A reload that stops the link altogether: the line still stands.
     reload_with(daemon, config, lambda d: d["portal"].update(enabled=False))
     wait_for(lambda: restarted() == 2, 30, f"portal link not stopped; log:\n{tail(daemon.log)}")
     status = daemon.status()
     assert status["portal"]["enabled"] is False
     assert status["portal"]["state_files"] == found
-    assert "last-good.json was bad at start" in ctl_status(daemon)
+    assert "last-good.json was bad at start" in daemon.ctl("status").stdout
     assert [e["data"]["file"] for e in status["events"] if e["kind"] == "state_file_corrupt"] == [
         "last-good.json"
     ]
@@ -334,7 +240,7 @@ def test_bad_state_file_line_survives_a_reload_that_restarts_the_portal_link(
 
 
 def test_push_on_full_state_storage_is_rejected_then_works_once_there_is_room(
-    minilab: MiniLab, portal_pki: Path, start: Callable[..., Running]
+    minilab: MiniLab, portal_pki: Path, start: Callable[..., RealDaemon]
 ) -> None:
     daemon = start(tmpfs_kib=256)
     wait_for(lambda: daemon.status()["portal"]["connected"], PUSH_WAIT, "portal link not up")
@@ -386,7 +292,7 @@ def test_push_on_full_state_storage_is_rejected_then_works_once_there_is_room(
 
 
 def test_reports_agree_and_survive_a_restart(
-    minilab: MiniLab, portal_pki: Path, start: Callable[..., Running]
+    minilab: MiniLab, portal_pki: Path, start: Callable[..., RealDaemon]
 ) -> None:
     daemon = start()
     wait_for(lambda: daemon.status()["portal"]["connected"], PUSH_WAIT, "portal link not up")

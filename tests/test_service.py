@@ -9,7 +9,6 @@ are real.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,8 @@ from energyhubd.kernel.apply import PolicyOutcome
 from energyhubd.kernel.netlink import WanState
 from energyhubd.portal import runner as portal_runner
 from energyhubd.portal.runner import PortalRunner
+from tests import loopthread
+from tests.loopthread import on_loop
 from tests.portal_broker import DEVICE, Broker, free_port, make_pki, settings_for
 
 pytest.importorskip("nftables")
@@ -76,27 +77,12 @@ def daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[service.Daemon]:
     monkeypatch.setattr(service, "OutboundService", lambda *_args: FakeOutbound())
     d = service.Daemon(None)
     d.policy.config = parse_document({"platform": "linux"})
-    thread = threading.Thread(target=d.loop.run, daemon=True)
-    thread.start()
-    try:
-        yield d
-    finally:
-        if d.portal is not None:
-            d.portal.stop()
-        d.loop.stop()
-        thread.join(5)
-        d.loop.close()
-
-
-def on_loop(d: service.Daemon, func: Callable[[], object]) -> None:
-    done = threading.Event()
-
-    def run() -> None:
-        func()
-        done.set()
-
-    d.loop.post(run)
-    assert done.wait(5)
+    with loopthread.running(d.loop):
+        try:
+            yield d
+        finally:
+            if d.portal is not None:
+                d.portal.stop()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -125,17 +111,19 @@ def test_wan_getting_an_address_makes_the_portal_link_retry_at_once(
         daemon.bad_state_files,
     )
     daemon.portal = runner
-    on_loop(daemon, runner.start)
+    on_loop(daemon.loop, runner.start)
     # The first attempt fails (no broker yet): the link now sleeps 60-120 s.
     assert wait_for(lambda: runner.last_reason != "starting", 15), runner.last_reason
     broker = Broker(pki, tmp_path / "broker", port=port)
     try:
         broker.start()
-        on_loop(daemon, daemon.handlers.links_changed)  # links changed, but the WAN has no address
+        on_loop(
+            daemon.loop, daemon.handlers.links_changed
+        )  # links changed, but the WAN has no address
         time.sleep(1.0)
         assert runner.connected_since is None
         daemon.netlink.addresses = ("198.51.100.100/24",)  # type: ignore[attr-defined]
-        on_loop(daemon, daemon.handlers.links_changed)  # the WAN got its address
+        on_loop(daemon.loop, daemon.handlers.links_changed)  # the WAN got its address
         assert wait_for(lambda: runner.connected_since is not None, 20), runner.last_reason
     finally:
         broker.stop(signal.SIGKILL)
@@ -156,8 +144,8 @@ def test_a_lease_event_without_a_changed_forward_target_applies_nothing(
 
     monkeypatch.setattr(policy, "apply", counting)
     assert policy.config is not None
-    on_loop(daemon, lambda: policy.apply(policy.config, "start"))  # type: ignore[arg-type]
-    on_loop(daemon, daemon.handlers.devices_moved)
+    on_loop(daemon.loop, lambda: policy.apply(policy.config, "start"))  # type: ignore[arg-type]
+    on_loop(daemon.loop, daemon.handlers.devices_moved)
     assert calls == ["start"]
     forwards = {
         "platform": "linux",
@@ -171,9 +159,9 @@ def test_a_lease_event_without_a_changed_forward_target_applies_nothing(
         "forwards": [{"name": "m", "port": 502, "target": "display", "allow_any_source": True}],
     }
     policy.config = parse_document(forwards)
-    on_loop(daemon, daemon.handlers.devices_moved)  # the reserved address: a new target
+    on_loop(daemon.loop, daemon.handlers.devices_moved)  # the reserved address: a new target
     assert calls == ["start", "device address changed"]
-    on_loop(daemon, daemon.handlers.devices_moved)
+    on_loop(daemon.loop, daemon.handlers.devices_moved)
     assert calls == ["start", "device address changed"]
 
 
@@ -211,15 +199,15 @@ def test_a_portal_restart_keeps_the_bad_state_file_line(
         daemon.publish()
 
     first = config(backoff_max=60)
-    on_loop(daemon, lambda: follow(first))
+    on_loop(daemon.loop, lambda: follow(first))
     found = daemon.snapshot["portal"]["state_files"]
     assert [line["file"] for line in found] == ["failed.json"]
     assert found[0]["moved_to"].startswith("failed.json.corrupt-")
     before = daemon.portal
-    on_loop(daemon, lambda: follow(config(backoff_max=61)))
+    on_loop(daemon.loop, lambda: follow(config(backoff_max=61)))
     assert daemon.portal is not None and daemon.portal is not before  # a new link runs
     assert daemon.snapshot["portal"]["state_files"] == found
-    on_loop(daemon, lambda: follow(config(enabled=False)))
+    on_loop(daemon.loop, lambda: follow(config(enabled=False)))
     assert daemon.portal is None
     assert daemon.snapshot["portal"]["enabled"] is False
     assert daemon.snapshot["portal"]["state_files"] == found

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import select
 import subprocess
-import threading
 import time
 from typing import Any
 
@@ -17,6 +16,8 @@ import pytest
 from energyhubd.backoff import Backoff
 from energyhubd.loop import EventLoop
 from energyhubd.supervisor import ChildProcess, LoopWatch
+from tests import loopthread
+from tests.loopthread import on_loop
 
 
 class Shell(ChildProcess):
@@ -109,24 +110,18 @@ def test_the_event_loop_restarts_the_child_without_polling() -> None:
     child.backoff = Backoff(0.05, 0.1, rand=lambda: 1.0)
     changes: list[int] = []
     watch = LoopWatch(loop, child, lambda: changes.append(1))
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
-        loop.post(lambda: watch.run(child.start))
-        deadline = time.monotonic() + 10
-        while child.restarts < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert child.restarts >= 3
-        assert all(code == 7 for code, _ran in child.exits)
-        assert changes  # the owner heard of every exit and restart
-    finally:
-        done = threading.Event()
-        loop.post(lambda: (watch.run(lambda: child.halt("test over"), False), done.set()))
-        assert done.wait(5)
-        watch.close()
-        loop.stop()
-        thread.join(5)
-        loop.close()
+    with loopthread.running(loop):
+        try:
+            loop.post(lambda: watch.run(child.start))
+            deadline = time.monotonic() + 10
+            while child.restarts < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert child.restarts >= 3
+            assert all(code == 7 for code, _ran in child.exits)
+            assert changes  # the owner heard of every exit and restart
+        finally:
+            on_loop(loop, lambda: watch.run(lambda: child.halt("test over"), False))
+            watch.close()
 
 
 def test_backoff_equal_and_full_jitter() -> None:
