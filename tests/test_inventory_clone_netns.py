@@ -10,13 +10,11 @@ is learnt on, or, behind one switch port, the DHCP client identifier in its leas
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,10 @@ import pytest
 
 from energyhub_lab import internet, netns
 from energyhub_lab.internet import MiniLab
-from energyhubd.control.client import ControlError, call
+from energyhubd.control.client import call
 
 from .conftest import unique
+from .realdaemon import RealDaemons, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -45,20 +44,6 @@ case "$1" in
 esac
 echo "$1 $ip" >> "$0.$interface.log"
 """
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (ControlError, OSError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(message)
-        time.sleep(0.2)
 
 
 @dataclass
@@ -166,49 +151,15 @@ def lan(minilab: MiniLab, tmp_path: Path) -> Iterator[Lan]:
 
 
 @pytest.fixture
-def daemon(minilab: MiniLab, lan: Lan, tmp_path: Path) -> Iterator[str]:
-    """energyhubd with its own dnsmasq on the bridge; the display reserved by MAC."""
-    sock = str(tmp_path / "energyhubd.sock")
+def daemon(lan: Lan, real_daemons: RealDaemons) -> str:
+    """energyhubd with its own dnsmasq on the bridge; the display reserved by MAC. Stopped
+    (by ``real_daemons``) before ``lan`` takes the bridge down."""
     reservation = {"name": "display", "mac": MAC, "ip": RESERVED}
-    config = {
-        "platform": "linux",
-        "state_dir": str(tmp_path / "state"),
-        "wan": {"device": "wan"},
-        "lan": {"device": "lan", "dhcp": {"reservations": [reservation]}},
-        "control": {"socket": sock},
-        "dns": {"fallback": [internet.DNS_IP]},
-        "portal": {"enabled": False},
-    }
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    log = tmp_path / "energyhubd.log"
-    cmd = [sys.executable, "-m", "energyhubd.cli", "run", "--config", str(path)]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            netns.ns_cmd(minilab.router, cmd),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        wait_for(
-            lambda: call(sock, "status", timeout=2)["policy"]["state"] == "applied",
-            WAIT,
-            "energyhubd did not start",
-        )
-        yield sock
-    except BaseException:
-        print(log.read_text(errors="replace")[-3000:])  # shown with the failure
-        raise
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        netns.ns_run(minilab.router, ["nft", "delete", "table", "inet", "energyhub"], check=False)
+    config = real_daemons.config(
+        lan={"device": "lan", "dhcp": {"reservations": [reservation]}},
+        portal={"enabled": False},
+    )
+    return real_daemons.start(config, wan_dns=None).socket
 
 
 def events(sock: str, prefix: str = "duplicate_mac") -> list[dict[str, Any]]:

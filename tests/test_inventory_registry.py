@@ -384,6 +384,22 @@ step = st.one_of(
 )
 
 
+def play(registry: DeviceRegistry, kind: str, arg: object, now: float) -> list[Event]:
+    """One ``step`` of a generated history, applied to ``registry`` at ``now``."""
+    if kind == "leases":
+        assert isinstance(arg, list)
+        expiries = [0, now + 100, now + DAY, now - 1]
+        return registry.apply_leases(
+            snap(*(lease(m, ip, None, expiries[e]) for m, ip, e in arg)), now
+        )
+    if kind == "neigh":
+        ip, mac, state, deleted = cast(tuple[str, str | None, str, bool], arg)
+        if state in ("failed", "unknown") or deleted:
+            mac = None
+        return registry.apply_neighbour(NeighbourUpdate(ip, mac, state, 0, deleted), now)
+    return registry.expire(now)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(step, max_size=40))
 def test_event_invariants_hold_for_any_history(steps: list[tuple[str, object]]) -> None:
@@ -393,20 +409,7 @@ def test_event_invariants_hold_for_any_history(steps: list[tuple[str, object]]) 
     now = T0
     for kind, arg in steps:
         now += 50
-        if kind == "leases":
-            assert isinstance(arg, list)
-            expiries = [0, now + 100, now + DAY, now - 1]
-            events = registry.apply_leases(
-                snap(*(lease(m, ip, None, expiries[e]) for m, ip, e in arg)), now
-            )
-        elif kind == "neigh":
-            assert isinstance(arg, tuple)
-            ip, mac, state, deleted = cast(tuple[str, str | None, str, bool], arg)
-            if state in ("failed", "unknown") or deleted:
-                mac = None
-            events = registry.apply_neighbour(NeighbourUpdate(ip, mac, state, 0, deleted), now)
-        else:
-            events = registry.expire(now)
+        events = play(registry, kind, arg, now)
         for event in events:
             mac = event.data.get("mac")
             if event.kind == "device_joined":
@@ -678,17 +681,7 @@ def test_nothing_is_due_before_next_due_and_a_round_moves_it_on(
     now = T0
     for kind, arg in steps:
         now += 50
-        if kind == "leases":
-            assert isinstance(arg, list)
-            expiries = [0, now + 100, now + DAY, now - 1]
-            registry.apply_leases(snap(*(lease(m, ip, None, expiries[e]) for m, ip, e in arg)), now)
-        elif kind == "neigh":
-            ip, mac, state, deleted = cast(tuple[str, str | None, str, bool], arg)
-            if state in ("failed", "unknown") or deleted:
-                mac = None
-            registry.apply_neighbour(NeighbourUpdate(ip, mac, state, 0, deleted), now)
-        else:
-            registry.expire(now)
+        play(registry, kind, arg, now)
     registry.expire(now)  # whatever was due by now is done
     registry.probe_candidates(now)
     due = registry.next_due(now)
