@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import socket
 import struct
 from collections.abc import Collection
 from typing import Any
 
 from ..inventory.neighbour import PortUpdate
-from .neighbours import RCVBUF, attach_filter, in_netns
-from .rtnl import IPRoute, ndmsg
+from .neighbours import RCVBUF, attach_filter, open_filtered
+from .rtnl import ndmsg
 
 __all__ = ["FdbWatcher", "PortUpdate", "fdb_filter"]
 
@@ -92,24 +91,7 @@ class FdbWatcher:
         self._macs: frozenset[str] = frozenset()
         self._index: int | None = None
         self._names: dict[int, str] = {}
-        with in_netns(netns):
-            self._ipr = IPRoute()
-            try:
-                self._sock = socket.socket(
-                    socket.AF_NETLINK,
-                    socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-                    socket.NETLINK_ROUTE,
-                )
-            except OSError:
-                self._ipr.close()
-                raise
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            attach_filter(self._sock, fdb_filter(()))
-            self._sock.bind((0, RTMGRP_NEIGH))
-        except BaseException:
-            self.close()
-            raise
+        self._ipr, self._sock = open_filtered(netns, rcvbuf, fdb_filter(()), RTMGRP_NEIGH)
 
     def fileno(self) -> int:
         return self._sock.fileno()

@@ -126,6 +126,34 @@ def neighbour_filter(ifindex: int | None) -> bytes:
     return b"".join(_SOCK_FILTER.pack(*insn) for insn in insns)
 
 
+def open_filtered(
+    netns: str | None, rcvbuf: int, program: bytes, groups: int
+) -> tuple[IPRoute, socket.socket]:
+    """An ``IPRoute`` for requests and a raw rtnetlink socket joined to ``groups``, both in
+    ``netns``. The kernel filter ``program`` is attached before the socket joins, so no
+    unfiltered message is ever queued. Both are closed again when anything fails."""
+    with in_netns(netns):
+        ipr = IPRoute()
+        try:
+            sock = socket.socket(
+                socket.AF_NETLINK,
+                socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                socket.NETLINK_ROUTE,
+            )
+        except OSError:
+            ipr.close()
+            raise
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        attach_filter(sock, program)
+        sock.bind((0, groups))
+    except BaseException:
+        sock.close()
+        ipr.close()
+        raise
+    return ipr, sock
+
+
 def attach_filter(sock: socket.socket, program: bytes) -> None:
     """SO_ATTACH_FILTER: the kernel copies the program; it replaces any filter before it."""
     buffer = ctypes.create_string_buffer(program, len(program))
@@ -166,21 +194,10 @@ class NeighbourWatcher:
         self._known: set[str] = set()
         self._relinked = False
         self._ifindex: int | None = None
-        with in_netns(netns):
-            self._ipr = IPRoute()
-            try:
-                self._sock = socket.socket(
-                    socket.AF_NETLINK,
-                    socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-                    socket.NETLINK_ROUTE,
-                )
-            except OSError:
-                self._ipr.close()
-                raise
+        self._ipr, self._sock = open_filtered(
+            netns, rcvbuf, neighbour_filter(None), RTMGRP_NEIGH | RTMGRP_LINK
+        )
         try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            attach_filter(self._sock, neighbour_filter(None))
-            self._sock.bind((0, RTMGRP_NEIGH | RTMGRP_LINK))
             # Looked up after subscribing, so a link created meanwhile is not missed.
             found = self._ipr.link_lookup(ifname=ifname)
             self.ifindex = int(found[0]) if found else None
