@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 import trustme
 
 from energyhubd.config.sections.portal import PortalSettings
-from energyhubd.portal.link import LinkState
+from energyhubd.portal.link import LinkState, PortalLink
 from energyhubd.portal.topics import mosquitto_acl
 
 DEVICE = "eh-test1"
@@ -332,3 +332,34 @@ def settings_for(pki: Pki, port: int, **overrides: Any) -> PortalSettings:
     }
     values.update(overrides)
     return PortalSettings(**values)
+
+
+@contextlib.contextmanager
+def link_maker(**defaults: Any) -> Iterator[Callable[..., tuple[PortalLink, Daemon]]]:
+    """Builds started ``PortalLink``s, each with its own miniature ``Daemon``; ``defaults``
+    are keyword arguments every link gets unless the call gives its own. All are stopped
+    afterwards."""
+    links: list[PortalLink] = []
+
+    def build(s: PortalSettings, **kwargs: Any) -> tuple[PortalLink, Daemon]:
+        daemon = Daemon()
+        link = PortalLink(
+            s,
+            DEVICE,
+            daemon.post,
+            software_version="9.9.9",
+            applied_version=lambda: 41,
+            on_state=daemon.on_state,
+            on_desired=daemon.on_desired,
+            on_round_trip=daemon.on_round_trip,
+            **{**defaults, **kwargs},
+        )
+        links.append(link)
+        link.start()
+        return link, daemon
+
+    try:
+        yield build
+    finally:
+        for link in links:
+            link.stop()

@@ -4,7 +4,6 @@ a real mosquitto where the applied push cuts the router off from the portal."""
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,16 @@ from energyhubd.portal import confirm as cm
 from energyhubd.portal.controller import PushController
 from energyhubd.portal.link import PortalLink
 from energyhubd.portal.store import ConfigStore
-from tests.portal_broker import DEVICE, Broker, Daemon, Observer, Pki, make_pki, settings_for
+from tests.portal_broker import (
+    DEVICE,
+    Broker,
+    Daemon,
+    Observer,
+    Pki,
+    make_pki,
+    running_broker,
+    settings_for,
+)
 
 pytestmark = pytest.mark.feed
 
@@ -224,12 +232,8 @@ def pki(tmp_path: Path) -> Pki:
 
 @pytest.fixture
 def broker(pki: Pki, tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(pki, tmp_path / "broker")
-    try:
-        b.start()
+    with running_broker(pki, tmp_path / "broker") as b:
         yield b
-    finally:
-        b.stop(signal.SIGKILL)
 
 
 def test_push_that_cuts_off_the_portal_is_rolled_back_end_to_end(

@@ -33,7 +33,9 @@ from tests.portal_broker import (
     Pki,
     client_tls,
     free_port,
+    link_maker,
     make_pki,
+    running_broker,
     settings_for,
     wait_for,
 )
@@ -51,39 +53,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def broker(pki: Pki, tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(pki, tmp_path / "broker")
-    try:
-        b.start()
+    with running_broker(pki, tmp_path / "broker") as b:
         yield b
-    finally:
-        b.stop(signal.SIGKILL)
 
 
 @pytest.fixture
 def make_link(tmp_path: Path) -> Iterator[Callable[..., tuple[PortalLink, Daemon]]]:
-    links: list[PortalLink] = []
-
-    def build(s: PortalSettings, **kwargs: Any) -> tuple[PortalLink, Daemon]:
-        daemon = Daemon()
-        kwargs.setdefault("state_dir", str(tmp_path / "state"))
-        link = PortalLink(
-            s,
-            DEVICE,
-            daemon.post,
-            software_version="9.9.9",
-            applied_version=lambda: 41,
-            on_state=daemon.on_state,
-            on_desired=daemon.on_desired,
-            on_round_trip=daemon.on_round_trip,
-            **kwargs,
-        )
-        links.append(link)
-        link.start()
-        return link, daemon
-
-    yield build
-    for link in links:
-        link.stop()
+    with link_maker(state_dir=str(tmp_path / "state")) as build:
+        yield build
 
 
 @contextlib.contextmanager

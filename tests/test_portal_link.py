@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from energyhubd.config.sections.portal import PortalSettings
 from energyhubd.portal.link import PortalLink
 from tests.portal_broker import (
     DEVICE,
@@ -32,7 +31,9 @@ from tests.portal_broker import (
     Pki,
     free_port,
     kill_quietly,
+    link_maker,
     make_pki,
+    running_broker,
     settings_for,
 )
 
@@ -51,38 +52,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def broker(pki: Pki, tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(pki, tmp_path / "broker")
-    try:
-        b.start()
+    with running_broker(pki, tmp_path / "broker") as b:
         yield b
-    finally:
-        b.stop(signal.SIGKILL)
 
 
 @pytest.fixture
 def make_link() -> Iterator[Callable[..., tuple[PortalLink, Daemon]]]:
-    links: list[PortalLink] = []
-
-    def build(s: PortalSettings, **kwargs: Any) -> tuple[PortalLink, Daemon]:
-        daemon = Daemon()
-        link = PortalLink(
-            s,
-            DEVICE,
-            daemon.post,
-            software_version="9.9.9",
-            applied_version=lambda: 41,
-            on_state=daemon.on_state,
-            on_desired=daemon.on_desired,
-            on_round_trip=daemon.on_round_trip,
-            **kwargs,
-        )
-        links.append(link)
-        link.start()
-        return link, daemon
-
-    yield build
-    for link in links:
-        link.stop()
+    with link_maker() as build:
+        yield build
 
 
 def _status(observer: Observer, timeout: float = 10.0) -> tuple[dict[str, Any], bool]:
